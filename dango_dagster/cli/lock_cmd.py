@@ -1,0 +1,116 @@
+"""``dango-dagster lock status|wait``: the "database is locked" diagnosis from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from dango_dagster.cli.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from dango_dagster.cli import add_project_arg
+
+    lock = subparsers.add_parser("lock", help="inspect or wait for the warehouse write lock")
+    sub = lock.add_subparsers(dest="lock_command", metavar="ACTION", required=True)
+
+    status = sub.add_parser("status", help="who holds the lock (exit 0 free, 1 held)")
+    add_project_arg(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+    wait = sub.add_parser("wait", help="wait until the lock is free")
+    add_project_arg(wait)
+    wait.add_argument("--timeout", type=float, default=300.0, metavar="S")
+    wait.add_argument("--interval", type=float, default=0.1, metavar="S", help=argparse.SUPPRESS)
+    wait.set_defaults(handler=_wait)
+
+
+def _project(args: argparse.Namespace):  # -> Path
+    from dango_dagster.config import resolve_project_dir
+
+    return resolve_project_dir(getattr(args, "project", None))
+
+
+def _fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def lock_report(project_dir) -> dict:  # noqa: ANN001 - Path
+    """Everything `lock status` shows, as data (the CLI prints it; tests and scripts read it)."""
+    from dango_dagster.lock import holder_is_alive, lock_paths, read_holder_info, read_lock_holder
+
+    lock_path, info_path = lock_paths(project_dir)
+    holder = read_lock_holder(project_dir)
+    on_disk = read_holder_info(info_path)
+    info_exists = info_path.exists()
+    stale = info_exists and (on_disk is None or not holder_is_alive(on_disk) or holder is None)
+    return {
+        "project": str(project_dir),
+        "lock_file": str(lock_path),
+        "held": holder is not None,
+        "holder": None
+        if holder is None
+        else holder.as_dict() | {"held_seconds": holder.held_seconds},
+        "info_file": str(info_path),
+        "info_on_disk": None if on_disk is None else on_disk.to_json(),
+        "info_corrupt": info_exists and on_disk is None,
+        "info_stale": bool(stale),
+    }
+
+
+def _status(args: argparse.Namespace) -> int:
+    report = lock_report(_project(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_HELD if report["held"] else EXIT_OK
+    print(f"project:   {report['project']}")
+    holder = report["holder"]
+    if holder is None:
+        print("lock:      free")
+    elif not holder["known"]:
+        pid = f" (kernel lock table: PID {holder['pid']})" if holder["pid"] else ""
+        print(f"lock:      HELD by an unknown holder{pid}")
+        print("           it holds dbt.lock but wrote no holder info (a foreign tool, or a")
+        print("           Dango process between taking the lock and describing itself)")
+    else:
+        print("lock:      HELD")
+        for key in ("pid", "hostname", "source", "operation", "started_at"):
+            print(f"  {key + ':':<11}{holder.get(key)}")
+        print(f"  {'held for:':<11}{_fmt_age(holder['held_seconds'])}")
+    if report["info_stale"]:
+        why = "corrupt or empty" if report["info_corrupt"] else "its process is gone"
+        print(f"note:      {report['info_file']} is stale ({why}); the next acquisition cleans it.")
+    return EXIT_HELD if holder is not None else EXIT_OK
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from dango_dagster.lock import read_lock_holder
+
+    project = _project(args)
+    start = time.monotonic()
+    last_key: tuple | None = None
+    last_print = 0.0
+    while True:
+        holder = read_lock_holder(project)
+        waited = time.monotonic() - start
+        if holder is None:
+            print(f"lock is free (waited {waited:.1f} s)")
+            return EXIT_OK
+        if waited >= args.timeout:
+            print(
+                f"error: still locked after {waited:.1f} s by {holder.describe()}", file=sys.stderr
+            )
+            return EXIT_LOCKED
+        # Polling the kernel's lock table disturbs no one (taking the lock to test it would).
+        key = (holder.pid, holder.started_at, holder.known)
+        if key != last_key or waited - last_print >= 5:
+            print(f"waiting for {holder.describe()} ... {waited:.0f} s", flush=True)
+            last_key, last_print = key, waited
+        time.sleep(min(args.interval, max(0.01, args.timeout - waited)))

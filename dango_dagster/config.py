@@ -1,0 +1,281 @@
+"""The project config: the one place every part reads paths and settings from.
+
+A Dango project folder is any folder with ``.dango/``, ``data/`` and a dbt project. Its settings
+live in ``.dango/project.yml``; everything has a default, so an existing Dango installation works
+without adding anything. Sections this product owns are validated strictly (a typo is an error
+that names the key); sections it does not know (Dango's own) are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ENV_VAR = "DANGO_PROJECT_DIR"
+CONFIG_RELPATH = Path(".dango") / "project.yml"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ProjectConfigError(ValueError):
+    """The project folder or its ``project.yml`` is unusable; the message says what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarehouseSettings(_Section):
+    path: str = "data/warehouse.duckdb"
+
+
+class DbtSettings(_Section):
+    # None: ``dbt_project/`` if present, else ``dbt/`` (where an existing Dango keeps it).
+    project_dir: str | None = None
+    target: str = "dev"
+
+
+class SourceSettings(_Section):
+    """One ingestion source; lands in schema ``raw_<name>``."""
+
+    name: str
+    type: Literal["files", "dlt"] = "files"
+    # files: a folder of ``<table>.<ext>`` files or ``<table>/`` sub-folders of files.
+    path: str | None = None
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
+    # dlt: ``package.module:function`` returning a dlt source or resource.
+    ref: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"source name {value!r} must be lower-case letters, digits and underscores, "
+                "starting with a letter (it becomes the schema raw_<name>)"
+            )
+        return value
+
+    @field_validator("ref")
+    @classmethod
+    def _valid_ref(cls, value: str | None) -> str | None:
+        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError(f"ref {value!r} must look like 'package.module:function'")
+        return value
+
+    @property
+    def schema_name(self) -> str:
+        return f"raw_{self.name}"
+
+
+class NotebookSettings(_Section):
+    users: list[str] = Field(default_factory=list)
+
+
+class LockSettings(_Section):
+    queue_timeout_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+
+
+class SnapshotSettings(_Section):
+    retention: Annotated[int, Field(ge=1, le=1000)] = 3
+
+
+class ApiSettings(_Section):
+    query_max_rows: Annotated[int, Field(gt=0, le=10_000_000)] = 10_000
+    query_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_sql_bytes: Annotated[int, Field(gt=0, le=10_000_000)] = 100_000
+    rate_limit: str = "120/minute"
+    anonymous_rate_limit: str = "20/minute"
+    memory_limit: str = "1GB"
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    warehouse: WarehouseSettings = WarehouseSettings()
+    dbt: DbtSettings = DbtSettings()
+    sources: list[SourceSettings] = Field(default_factory=list)
+    notebooks: NotebookSettings = NotebookSettings()
+    lock: LockSettings = LockSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
+    api: ApiSettings = ApiSettings()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, value: list[SourceSettings]) -> list[SourceSettings]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+
+def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``--project`` if given, else ``DANGO_PROJECT_DIR``, else the current folder."""
+    chosen = project_dir or os.environ.get(PROJECT_ENV_VAR) or os.getcwd()
+    return Path(chosen).expanduser().resolve()
+
+
+class ProjectConfig:
+    """Validated settings and every derived path of one Dango project folder."""
+
+    def __init__(self, root: Path, settings: _ConfigFile) -> None:
+        self.root = root
+        self.settings = settings
+
+    # settings --------------------------------------------------------------------------------
+    @property
+    def sources(self) -> list[SourceSettings]:
+        return list(self.settings.sources)
+
+    def source(self, name: str) -> SourceSettings:
+        for src in self.settings.sources:
+            if src.name == name:
+                return src
+        known = ", ".join(s.name for s in self.settings.sources) or "none configured"
+        raise ProjectConfigError(f"Unknown source {name!r} (configured: {known}).")
+
+    @property
+    def notebook_users(self) -> list[str]:
+        return list(self.settings.notebooks.users)
+
+    @property
+    def lock(self) -> LockSettings:
+        return self.settings.lock
+
+    @property
+    def snapshots(self) -> SnapshotSettings:
+        return self.settings.snapshots
+
+    @property
+    def api(self) -> ApiSettings:
+        return self.settings.api
+
+    # paths -----------------------------------------------------------------------------------
+    def _path(self, value: str | os.PathLike[str]) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_RELPATH
+
+    @property
+    def dango_dir(self) -> Path:
+        return self.root / ".dango"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.dango_dir / "state"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dango_dir / "logs"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Per-user notebook snapshots: ``warehouse_{user}_{YYYYMMDD_HHMMSS}.duckdb``."""
+        return self.dango_dir / "snapshots"
+
+    @property
+    def published_dir(self) -> Path:
+        """The folder Metabase mounts read-only; holds the published snapshot only."""
+        return self.dango_dir / "published"
+
+    @property
+    def published_snapshot_path(self) -> Path:
+        """The stable snapshot readers open (query API, Metabase); replaced atomically."""
+        return self.published_dir / "warehouse.duckdb"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.dango_dir / "api_keys.json"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.logs_dir / "audit.jsonl"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self._path(self.settings.warehouse.path)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @cached_property
+    def dbt_project_dir(self) -> Path:
+        configured = self.settings.dbt.project_dir
+        if configured:
+            return self._path(configured)
+        for candidate in ("dbt_project", "dbt"):
+            if (self.root / candidate / "dbt_project.yml").exists():
+                return self.root / candidate
+        return self.root / "dbt_project"
+
+    @property
+    def dbt_target(self) -> str:
+        return self.settings.dbt.target
+
+    def source_path(self, source: SourceSettings) -> Path:
+        """Where a files source reads from (default ``data/uploads/<name>``)."""
+        return self._path(source.path) if source.path else self.uploads_dir / source.name
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.state_dir, self.logs_dir, self.snapshots_dir, self.published_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"ProjectConfig({str(self.root)!r})"
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path} is not valid:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        got_txt = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        lines.append(f"  - {where}: {err['msg']}{got_txt}")
+    lines.append("Fix these keys (see docs/CONFIGURATION.md) and run the command again.")
+    return "\n".join(lines)
+
+
+def load_config(project_dir: str | os.PathLike[str] | None = None) -> ProjectConfig:
+    """Read and validate ``.dango/project.yml``; a missing file means all defaults."""
+    root = resolve_project_dir(project_dir)
+    if not root.is_dir():
+        raise ProjectConfigError(
+            f"Project folder {root} does not exist. Pass --project DIR or set {PROJECT_ENV_VAR}, "
+            "or create one with `dango-dagster demo init DIR`."
+        )
+    path = root / CONFIG_RELPATH
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ProjectConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ProjectConfigError(
+                f"{path} must be a mapping of sections (warehouse, dbt, sources, api, ...), "
+                f"got {type(raw).__name__}."
+            )
+    try:
+        settings = _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ProjectConfigError(_format_validation_error(path, exc)) from exc
+    return ProjectConfig(root, settings)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything into ./.venv from the lock file. Idempotent: a second run takes seconds.
+# Needs only python3 (3.11+). Bytecode is compiled at install time because this machine sets
+# PYTHONDONTWRITEBYTECODE=1: without it every import of dagster and dbt costs twice as long.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -m uv --version >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet "uv==0.13.9"
+fi
+.venv/bin/python -m uv pip install --quiet --python .venv/bin/python --compile-bytecode \
+  -r requirements.lock
+.venv/bin/python -m uv pip install --quiet --python .venv/bin/python --compile-bytecode \
+  --no-deps -e .
