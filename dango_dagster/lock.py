@@ -136,7 +136,7 @@ class LockWait:
 
 
 class DbtLockTimeout(DbtLockError):
-    """The lock stayed held for the whole timeout. ``holder`` is the holder info, None if unknown."""
+    """The lock stayed held for the whole timeout; ``holder`` is the holder info (None: unknown)."""
 
     def __init__(
         self, project_dir: Path, holder: LockHolder | None, waited: float, timeout: float | None
@@ -186,7 +186,7 @@ def _process_start_time(pid: int) -> float | None:
 
 
 def read_holder_info(info_path: Path) -> LockHolder | None:
-    """Parse ``dbt.lock.json``; None when missing, empty or corrupt (it is never trusted blindly)."""
+    """Parse ``dbt.lock.json``; None when missing, empty or corrupt (never trusted blindly)."""
     try:
         raw = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -535,7 +535,8 @@ class DbtLock:
                 os.close(fd)
                 raise self._timeout(start, timeout)
             if hook is not None and not reported:
-                hook(LockWait(time.monotonic() - start, timeout, read_lock_holder(self.project_dir)))
+                holder = read_lock_holder(self.project_dir)
+                hook(LockWait(time.monotonic() - start, timeout, holder))
                 reported = True
             got = self._wait_fd(fd, deadline, hook, start, timeout)
             if got is None:

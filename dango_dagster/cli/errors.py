@@ -1,4 +1,4 @@
-"""Turn the product's own errors into a one-paragraph message and an exit code, never a traceback."""
+"""Turn the product's own errors into a clear message and an exit code, never a traceback."""
 
 from __future__ import annotations
 
