@@ -1,0 +1,35 @@
+"""Small file-system helpers shared by every part that writes state other processes read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_json"]
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON so a reader sees the old file or the new one, never half of one.
+
+    The JSON goes to a temporary file beside ``path`` (same directory, so same file system),
+    is flushed to disk, then renamed over ``path`` with ``os.replace``. The temporary name carries
+    the PID and thread id so concurrent writers never share one; it is removed if anything fails
+    (a full disk must not leave debris behind).
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(dict(data), fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,217 @@
+"""Who holds the warehouse lock: the holder info file, stale detection and the kernel lock table.
+
+Split from ``dango_dagster.lock`` so the read-only side (``lock status``, error messages) is one
+concept: nothing here takes or releases the lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+LOCK_RELPATH = Path(".dango") / "state" / "dbt.lock"
+INFO_RELPATH = Path(".dango") / "state" / "dbt.lock.json"
+# Two start times closer than this belong to the same process (psutil rounds differently across
+# platforms and Dango writes none at all).
+_START_TIME_TOLERANCE_S = 1.0
+
+
+@dataclass(frozen=True)
+class LockHolder(Mapping[str, Any]):
+    """Who holds the lock: the fields of ``dbt.lock.json``, readable as attributes or as a mapping.
+
+    ``known`` is False when the lock is held by a process that wrote no holder info (a foreign
+    tool, or Dango between taking the lock and writing its info); ``pid`` may still be known then,
+    from the kernel's lock table.
+    """
+
+    pid: int | None
+    source: str = "unknown"
+    operation: str = "unknown"
+    started_at: str | None = None
+    hostname: str | None = None
+    process_start_time: float | None = None
+    known: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**extra, **data}
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields written to ``dbt.lock.json`` (Dango's five plus our process start time)."""
+        data = self.as_dict()
+        data.pop("known")
+        return data
+
+    @property
+    def held_seconds(self) -> float | None:
+        """Seconds since ``started_at``, or None when the holder did not say."""
+        started = parse_time(self.started_at)
+        if started is None:
+            return None
+        return max(0.0, (dt.datetime.now(dt.UTC) - started).total_seconds())
+
+    def describe(self) -> str:
+        """One line naming the holder, for error messages and logs."""
+        if not self.known:
+            who = "an unknown holder (a process holds dbt.lock but wrote no holder info"
+            who += f"; kernel lock table names PID {self.pid})" if self.pid else ")"
+            return who
+        held = self.held_seconds
+        held_txt = f", held for {held:.1f} s" if held is not None else ""
+        return (
+            f"PID {self.pid} on host {self.hostname or '?'} (source {self.source!r}, "
+            f"operation {self.operation!r}) since {self.started_at or '?'}{held_txt}"
+        )
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """One step of a wait, handed to the ``on_wait`` hook (the Dagster gate shows it to users)."""
+
+    waited_seconds: float
+    timeout: float | None
+    holder: LockHolder | None
+
+
+def lock_paths(project_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The lock file and the holder-info file of a project."""
+    root = Path(project_dir)
+    return root / LOCK_RELPATH, root / INFO_RELPATH
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    # Dango writes naive local times; treat them as local.
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo is None else parsed
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError, ValueError):
+        return None
+
+
+def read_holder_info(info_path: Path) -> LockHolder | None:
+    """Parse ``dbt.lock.json``; None when missing, empty or corrupt (never trusted blindly)."""
+    try:
+        raw = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    pid = raw.get("pid")
+    if isinstance(pid, str) and pid.isdigit():
+        pid = int(pid)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    pst = raw.get("process_start_time")
+    known_keys = {"pid", "source", "operation", "started_at", "hostname", "process_start_time"}
+    known_keys.add("known")  # older files of ours may carry it
+    return LockHolder(
+        pid=pid,
+        source=str(raw.get("source", "unknown")),
+        operation=str(raw.get("operation", "unknown")),
+        started_at=raw.get("started_at") if isinstance(raw.get("started_at"), str) else None,
+        hostname=raw.get("hostname") if isinstance(raw.get("hostname"), str) else None,
+        process_start_time=float(pst) if isinstance(pst, int | float) else None,
+        extra={k: v for k, v in raw.items() if k not in known_keys},
+    )
+
+
+def holder_is_alive(holder: LockHolder) -> bool:
+    """True when the holder's process still runs and is the same process (not a reused PID)."""
+    if holder.pid is None:
+        return False
+    if holder.hostname and holder.hostname != socket.gethostname():
+        # Another host (a shared folder): we cannot see its processes, so never call it stale.
+        return True
+    current = process_start_time(holder.pid)
+    if current is None:
+        return False
+    if holder.process_start_time is None:
+        return True
+    return abs(current - holder.process_start_time) <= _START_TIME_TOLERANCE_S
+
+
+def kernel_lock_pids(lock_path: Path) -> set[int] | None:
+    """PIDs holding a lock on ``lock_path`` per /proc/locks (Linux); None when we cannot tell.
+
+    Reading the kernel's table disturbs nobody, unlike a probing ``flock`` that could make a
+    concurrent ``acquire(timeout=0)`` fail.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        st = lock_path.stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            table = fh.read()
+    except OSError:
+        return None
+    exact = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    by_device: set[int] = set()
+    by_inode: set[int] = set()
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; blocked waiters carry "->".
+        parts = line.split()
+        if len(parts) < 6 or parts[1] == "->" or not parts[4].isdigit():
+            continue
+        if parts[5] == exact:
+            by_device.add(int(parts[4]))
+        elif parts[5].rsplit(":", 1)[-1] == str(st.st_ino):
+            by_inode.add(int(parts[4]))
+    # Overlay filesystems report the backing device in /proc/locks: fall back to the inode.
+    return by_device or by_inode
+
+
+def clean_stale_info(info_path: Path) -> bool:
+    """Remove holder info whose process is gone; True when something was removed.
+
+    Only the exact file we judged is removed (same inode and mtime), so info that a new holder
+    wrote in the meantime (``os.replace`` gives it a new inode) survives.
+    """
+    try:
+        before = info_path.stat()
+    except OSError:
+        return False
+    info = read_holder_info(info_path)
+    if info is not None and holder_is_alive(info):
+        return False
+    try:
+        now = info_path.stat()
+        if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+            return False
+        info_path.unlink()
+    except OSError:
+        return False
+    return True
