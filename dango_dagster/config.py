@@ -18,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_ENV_VAR = "DANGO_PROJECT_DIR"
+# The repository this package is installed from (editable install): it is itself the demo project
+# and holds what `demo init` and new instances copy (dbt_project/, dagster_home/dagster.yaml).
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_RELPATH = Path(".dango") / "project.yml"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -119,6 +122,17 @@ class _ConfigFile(BaseModel):
         return value
 
 
+def shipped_file(*parts: str) -> Path:
+    """A file shipped in the repository (templates for new projects); clear error if absent."""
+    path = REPO_ROOT.joinpath(*parts)
+    if not path.exists():
+        raise ProjectConfigError(
+            f"{path} is missing: dango-dagster must be installed from its repository with "
+            "`bash scripts/setup.sh` (an editable install), which ships the demo templates."
+        )
+    return path
+
+
 def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Path:
     """``--project`` if given, else ``DANGO_PROJECT_DIR``, else the current folder."""
     chosen = project_dir or os.environ.get(PROJECT_ENV_VAR) or os.getcwd()
@@ -195,6 +209,18 @@ class ProjectConfig:
     def published_snapshot_path(self) -> Path:
         """The stable snapshot readers open (query API, Metabase); replaced atomically."""
         return self.published_dir / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME for this project: ``$DAGSTER_HOME`` if set, else ``dagster_home/`` when the
+        project ships one (the repository's demo), else ``.dango/dagster_home``."""
+        env = os.environ.get("DAGSTER_HOME")
+        if env:
+            return Path(env).expanduser().resolve()
+        shipped = self.root / "dagster_home"
+        if (shipped / "dagster.yaml").exists():
+            return shipped
+        return self.dango_dir / "dagster_home"
 
     @property
     def api_keys_path(self) -> Path:
