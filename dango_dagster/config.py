@@ -101,6 +101,18 @@ class ApiSettings(_Section):
     pool_size: Annotated[int, Field(ge=1, le=64)] = 4
 
 
+class AutomationSettings(_Section):
+    # The daily full refresh (sources -> dbt -> snapshot); cron, in `timezone`.
+    refresh_cron: str = "0 6 * * *"
+    timezone: str = "UTC"
+    # The uploads sensor: how often it looks, and how long a folder must be quiet before a run
+    # starts (so a burst of files gives one run, not fifty).
+    upload_sensor_interval_seconds: Annotated[int, Field(ge=5, le=86400)] = 30
+    upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    # Finished status files are deleted after this long.
+    status_keep_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -111,6 +123,7 @@ class _ConfigFile(BaseModel):
     lock: LockSettings = LockSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     api: ApiSettings = ApiSettings()
+    automation: AutomationSettings = AutomationSettings()
 
     @field_validator("sources")
     @classmethod
@@ -173,6 +186,10 @@ class ProjectConfig:
     @property
     def api(self) -> ApiSettings:
         return self.settings.api
+
+    @property
+    def automation(self) -> AutomationSettings:
+        return self.settings.automation
 
     # paths -----------------------------------------------------------------------------------
     def _path(self, value: str | os.PathLike[str]) -> Path:
