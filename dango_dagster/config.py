@@ -23,6 +23,7 @@ PROJECT_ENV_VAR = "DANGO_PROJECT_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_RELPATH = Path(".dango") / "project.yml"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGT]i?B)$", re.IGNORECASE)
 
 
 class ProjectConfigError(ValueError):
@@ -99,6 +100,32 @@ class ApiSettings(_Section):
     memory_limit: str = "1GB"
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("rate_limit", "anonymous_rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        # Parsed here so a typo fails at startup with the key's name, not on the first request.
+        from limits import parse_many
+
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(
+                f"rate limit {value!r} must look like '120/minute' or '10/second;1000/hour' "
+                "(amounts of at least 1)"
+            )
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _valid_memory_limit(cls, value: str) -> str:
+        if not _MEMORY_RE.match(value.strip()):
+            raise ValueError(
+                f"memory_limit {value!r} must be a size such as '512MB', '1GB' or '2GiB'"
+            )
+        return value.strip()
 
 
 class AutomationSettings(_Section):
