@@ -1,0 +1,212 @@
+"""The lock gate: the one door every Dagster write to the warehouse goes through.
+
+A ``ConfigurableResource`` around ``DbtLock``. It decides how long a run may queue for the lock
+from who launched it (sensor, schedule, automation, backfill and web UI runs wait; CLI and script
+runs fail at once, as Dango's CLI sync does), and makes the wait visible where a Dagster user
+looks: the run log, the run's ``dango/lock`` tag, and Dango's status file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
+from dango_dagster.status import Phase, SyncStatus
+
+POOL = "dango_warehouse"
+LOCK_TAG = "dango/lock"
+LOCK_TIMEOUT_TAG = "dango/lock_timeout"
+# Tags Dagster puts on runs that nobody is watching from a terminal: these queue for the lock.
+QUEUEING_TAGS = (
+    "dagster/sensor_name",
+    "dagster/schedule_name",
+    "dagster/backfill",
+    "dagster/from_automation_condition",
+)
+FROM_UI_TAG = "dagster/from_ui"
+
+
+def launch_kind(tags: Mapping[str, str]) -> str:
+    """Who launched a run, in the words a user would use: sensor, schedule, ... or cli."""
+    for tag in QUEUEING_TAGS:
+        if tag in tags:
+            return tag.split("/", 1)[1].removesuffix("_name").removeprefix("from_")
+    if tags.get(FROM_UI_TAG) == "true":
+        return "ui"
+    return "cli"
+
+
+def lock_timeout_for_run(tags: Mapping[str, str], queue_timeout: float) -> float:
+    """How long a run may wait for the lock: the queue timeout for unattended runs, else 0.
+
+    The ``dango/lock_timeout`` tag overrides it per run (``dango-dagster sync --wait S`` sets it).
+    """
+    override = tags.get(LOCK_TIMEOUT_TAG)
+    if override is not None:
+        try:
+            value = float(override)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 86400:
+            raise dg.Failure(
+                description=(
+                    f"Run tag {LOCK_TIMEOUT_TAG}={override!r} is not a number of seconds between "
+                    "0 and 86400. Fix the tag (e.g. 300) and launch the run again."
+                )
+            )
+        return value
+    return queue_timeout if launch_kind(tags) != "cli" else 0.0
+
+
+@dataclass
+class LockSession:
+    """One hold of the lock by a step: how long it waited and how long it held."""
+
+    operation: str
+    wait_seconds: float
+    acquired_at: float
+    released_at: float | None = None
+    waited_on: LockHolder | None = None
+
+    @property
+    def held_seconds(self) -> float:
+        end = self.released_at if self.released_at is not None else time.monotonic()
+        return end - self.acquired_at
+
+    def metadata(self) -> dict[str, Any]:
+        """The materialization metadata the Dagster UI plots over time."""
+        meta: dict[str, Any] = {
+            "lock_wait_seconds": dg.MetadataValue.float(round(self.wait_seconds, 4)),
+            "lock_held_seconds": dg.MetadataValue.float(round(self.held_seconds, 4)),
+        }
+        if self.waited_on is not None:
+            meta["lock_waited_on"] = dg.MetadataValue.text(self.waited_on.describe())
+        return meta
+
+
+class WarehouseLockGate(dg.ConfigurableResource):
+    """Every write to the warehouse in a Dagster run holds ``DbtLock`` through this resource.
+
+    Runs launched by a sensor, a schedule, declarative automation, a backfill or the web UI wait up
+    to the queue timeout (``lock.queue_timeout_seconds`` in ``.dango/project.yml``, 300 s); runs
+    launched any other way fail at once while another process writes, naming it.
+    """
+
+    project_dir: str | None = Field(
+        default=None,
+        description="Dango project folder; default DANGO_PROJECT_DIR, then the current folder.",
+    )
+    queue_timeout_seconds: float | None = Field(
+        default=None, description="Override of lock.queue_timeout_seconds from project.yml."
+    )
+    report_interval_seconds: float = Field(
+        default=5.0, description="How often a waiting step logs who it is waiting for."
+    )
+
+    def project_config(self) -> ProjectConfig:
+        return load_config(self.project_dir)
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        operation: str,
+        phase: Phase,
+    ) -> Iterator[LockSession]:
+        """Hold the warehouse lock for exactly the write inside the ``with`` block."""
+        config = self.project_config()
+        run = context.run
+        tags = run.tags
+        queue_timeout = (
+            self.queue_timeout_seconds
+            if self.queue_timeout_seconds is not None
+            else config.lock.queue_timeout_seconds
+        )
+        timeout = lock_timeout_for_run(tags, queue_timeout)
+        status = SyncStatus.open(config.state_dir, run.run_id)
+        label = f"{operation} (run {run.run_id[:8]})"
+        seen: dict[str, LockHolder | None] = {}
+
+        def on_wait(step: LockWait) -> None:
+            holder_txt = step.holder.describe() if step.holder else "a process that just released"
+            if "first" not in seen:
+                seen["first"] = step.holder
+                context.log.warning(
+                    f"Warehouse is locked by {holder_txt}. {operation} waits up to {timeout:.0f} s "
+                    f"(run launched by {launch_kind(tags)})."
+                )
+                _set_tag(context, "waiting")
+            else:
+                context.log.info(
+                    f"Still waiting for the warehouse lock after {step.waited_seconds:.0f} s "
+                    f"of {timeout:.0f} s; held by {holder_txt}."
+                )
+            status.update(
+                "lock_waiting",
+                f"Waiting for the warehouse lock ({step.waited_seconds:.0f}/{timeout:.0f} s)",
+                holder=step.holder.as_dict() if step.holder else None,
+                waited_seconds=round(step.waited_seconds, 1),
+            )
+
+        lock = DbtLock(
+            config.root,
+            source="dagster",
+            operation=label,
+            on_wait=on_wait,
+            report_interval=self.report_interval_seconds,
+        )
+        try:
+            lock.acquire(timeout=timeout)
+        except DbtLockTimeout as exc:
+            _set_tag(context, "timeout")
+            holder = exc.raw_holder
+            status.update(
+                "failed",
+                str(exc),
+                holder=holder.as_dict() if holder else None,
+                error="lock_timeout",
+            )
+            hint = (
+                " This run was not launched by a sensor, schedule or the UI, so it does not queue;"
+                f" set the run tag {LOCK_TIMEOUT_TAG}=SECONDS (or `dango-dagster sync --wait S`)"
+                " to let it wait."
+                if timeout == 0
+                else ""
+            )
+            raise dg.Failure(
+                description=f"{exc}{hint}",
+                metadata={
+                    "lock_holder": dg.MetadataValue.json(holder.as_dict() if holder else {}),
+                    "lock_wait_seconds": dg.MetadataValue.float(round(exc.waited_seconds, 3)),
+                },
+            ) from exc
+        session = LockSession(
+            operation=operation,
+            wait_seconds=lock.wait_seconds,
+            acquired_at=time.monotonic(),
+            waited_on=seen.get("first"),
+        )
+        _set_tag(context, "held")
+        if "first" in seen:
+            context.log.info(f"Took the warehouse lock after waiting {lock.wait_seconds:.2f} s.")
+        status.update(phase, f"{operation}: writing the warehouse")
+        try:
+            yield session
+        finally:
+            lock.release()
+            session.released_at = time.monotonic()
+            _set_tag(context, "released")
+
+
+def _set_tag(context: dg.AssetExecutionContext | dg.OpExecutionContext, value: str) -> None:
+    """Make the lock state visible as a run tag in the Dagster UI (best effort)."""
+    with contextlib.suppress(Exception):
+        context.instance.add_run_tags(context.run.run_id, {LOCK_TAG: value})

@@ -1,0 +1,129 @@
+"""Per-run status files: ``.dango/state/sync_status_{sync_id}.json``.
+
+Dango's web UI and CLI read these files to show what a sync is doing; the Dagster runs of this
+product keep them current too, so a user sees "waiting for the lock, held by PID 123" wherever they
+look. Each file is replaced atomically, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dango_dagster.fsutil import atomic_write_json
+
+Phase = Literal["queued", "lock_waiting", "data_load", "dbt", "snapshot", "completed", "failed"]
+PHASES: tuple[str, ...] = (
+    "queued",
+    "lock_waiting",
+    "data_load",
+    "dbt",
+    "snapshot",
+    "completed",
+    "failed",
+)
+FINISHED_PHASES = frozenset({"completed", "failed"})
+# Finished status files are kept this long so a UI polling every few seconds sees the outcome.
+DEFAULT_KEEP_FINISHED_SECONDS = 24 * 3600
+
+
+def sync_id_for_run(run_id: str) -> str:
+    """Dango's sync id for a Dagster run: the first 12 characters of the run id."""
+    return run_id[:12]
+
+
+def status_path(state_dir: Path, sync_id: str) -> Path:
+    return state_dir / f"sync_status_{sync_id}.json"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class SyncStatus:
+    """The status file of one run. ``update`` rewrites the whole file atomically."""
+
+    state_dir: Path
+    run_id: str
+    started_at: str = field(default_factory=_now)
+    _data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sync_id(self) -> str:
+        return sync_id_for_run(self.run_id)
+
+    @property
+    def path(self) -> Path:
+        return status_path(self.state_dir, self.sync_id)
+
+    @classmethod
+    def open(cls, state_dir: Path, run_id: str) -> SyncStatus:
+        """Resume the status of a run (steps of one run may run in several processes)."""
+        existing = read_status(status_path(state_dir, sync_id_for_run(run_id)))
+        status = cls(state_dir=state_dir, run_id=run_id)
+        if existing and existing.get("run_id") == run_id:
+            status.started_at = existing.get("started_at", status.started_at)
+            status._data = {k: v for k, v in existing.items() if k not in _FIXED_KEYS}
+        return status
+
+    def update(self, phase: Phase, message: str, **extra: Any) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+        # The holder is only meaningful while waiting; clear it on every other phase.
+        self._data.pop("holder", None)
+        self._data.update(extra)
+        self._data.update(phase=phase, message=message)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            self.path,
+            {
+                "sync_id": self.sync_id,
+                "run_id": self.run_id,
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "updated_at": _now(),
+                **self._data,
+            },
+        )
+
+
+_FIXED_KEYS = frozenset({"sync_id", "run_id", "pid", "started_at", "updated_at"})
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """A status file's content, or None if missing or unreadable (never raises)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def list_statuses(state_dir: Path) -> list[dict[str, Any]]:
+    """Every readable status file of a project, newest first."""
+    found = [read_status(p) for p in state_dir.glob("sync_status_*.json")]
+    return sorted((s for s in found if s), key=lambda s: str(s.get("updated_at", "")), reverse=True)
+
+
+def cleanup_finished(
+    state_dir: Path, keep_seconds: float = DEFAULT_KEEP_FINISHED_SECONDS
+) -> list[Path]:
+    """Delete status files of runs that finished more than ``keep_seconds`` ago."""
+    removed: list[Path] = []
+    cutoff = time.time() - keep_seconds
+    for path in state_dir.glob("sync_status_*.json"):
+        data = read_status(path)
+        if data is None or data.get("phase") not in FINISHED_PHASES:
+            continue
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+    return removed
