@@ -1,0 +1,120 @@
+"""``dango-dagster demo init|data|run``: the demo shop, for first steps, tests and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from dango_dagster.cli.errors import EXIT_ERROR, EXIT_OK
+
+if TYPE_CHECKING:  # heavy imports stay inside the handlers
+    from pathlib import Path
+
+    from dango_dagster.config import ProjectConfig
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_size_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rows",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="orders to generate; customers are N/5, payments about N (default 500)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, metavar="S", help="random seed; same seed, same files"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from dango_dagster.cli import add_project_arg
+
+    demo = subparsers.add_parser("demo", help="create and run the demo shop project")
+    sub = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+
+    init = sub.add_parser(
+        "init",
+        help="create a complete demo project folder (config, dbt project, generated data)",
+        description="Create a fresh demo project in DIR (which must be new or empty).",
+    )
+    init.add_argument("dir", metavar="DIR", help="folder to create (must not exist or be empty)")
+    _add_size_args(init)
+    init.set_defaults(handler=_init)
+
+    data = sub.add_parser(
+        "data",
+        help="(re)generate the demo upload files in an existing project",
+        description=(
+            "Write the demo shop's CSV files under data/uploads/shop/ of the project "
+            "(replaces the generated *_0001.csv files, keeps any others)."
+        ),
+    )
+    add_project_arg(data)
+    _add_size_args(data)
+    data.set_defaults(handler=_data)
+
+    # `demo run` (load, transform and snapshot the demo through Dagster) registers here:
+    # _register_run(sub)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dango_dagster.config import load_config
+    from dango_dagster.demo import DemoProjectError, init_demo_project
+
+    started = time.monotonic()
+    try:
+        root = init_demo_project(Path(args.dir), rows=args.rows, seed=args.seed)
+    except DemoProjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    config = load_config(root)
+    print(f"Created demo project {root} in {time.monotonic() - started:.1f} s:")
+    print(f"  {'.dango/project.yml':<30} sources: {', '.join(s.name for s in config.sources)}; "
+          f"notebook users: {', '.join(config.notebook_users) or '-'}")  # fmt: skip
+    print(f"  {'dbt_project/':<30} dbt project (staging and marts models, tests)")
+    _print_uploads(config)
+    print("Next steps:")
+    print(f"  export DANGO_PROJECT_DIR={root}")
+    print("  dango-dagster demo run                        # load, transform, snapshot")
+    print("  dagster dev -m dango_dagster.definitions      # the Dagster web UI")
+    return EXIT_OK
+
+
+def _data(args: argparse.Namespace) -> int:
+    from dango_dagster.config import load_config
+    from dango_dagster.demo import generate_demo_data
+
+    config = load_config(args.project)
+    started = time.monotonic()
+    generate_demo_data(config.uploads_dir, rows=args.rows, seed=args.seed)
+    print(f"Generated the demo data in {time.monotonic() - started:.1f} s:")
+    _print_uploads(config)
+    return EXIT_OK
+
+
+def _print_uploads(config: ProjectConfig) -> None:
+    from dango_dagster.demo import SOURCE_NAME, TABLES
+
+    shop = config.uploads_dir / SOURCE_NAME
+    for table in TABLES:
+        files = sorted((shop / table).glob("*.csv"))
+        with_rows = sum(_count_rows(path) for path in files)
+        rel = (shop / table).relative_to(config.root)
+        print(f"  {str(rel) + '/':<30} {len(files)} file(s), {with_rows} rows of {table}")
+
+
+def _count_rows(path: Path) -> int:
+    """Data lines of a generated CSV (header excluded; the generator never quotes newlines)."""
+    with open(path, "rb") as fh:
+        return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1)
