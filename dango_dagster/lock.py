@@ -17,6 +17,12 @@ Rules this module keeps (see docs/LOCKING.md):
   process start time, so a PID reused by another process is recognised as stale.
 * A waiter blocks in the kernel (a helper thread sits in a blocking ``flock``), so it takes the lock
   within microseconds of its release and burns no CPU while waiting.
+* Re-entrant per process: a nested acquisition (any thread, any ``DbtLock`` object on the same
+  project) joins the hold instead of deadlocking; only the outermost release frees the lock. Two
+  threads of one process that start acquiring at once are serialised here, so they share one OS
+  lock rather than waiting on each other.
+* ``fork``: a child forgets what its parent holds and closes its copies of the lock descriptors,
+  so a child that outlives a killed parent cannot keep the parent's lock alive.
 """
 
 from __future__ import annotations
@@ -24,10 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from dango_dagster.fsutil import atomic_write_json
@@ -50,6 +54,14 @@ from dango_dagster.lock_os import (
     same_file,
     try_lock,
     unlock,
+)
+from dango_dagster.lock_registry import (
+    Held,
+    KeyState,
+    generation,
+    held_by_this_process,
+    key_for,
+    state_for,
 )
 
 __all__ = [
@@ -97,12 +109,12 @@ class DbtLockTimeout(DbtLockError):
 def read_lock_holder(project_dir: str | os.PathLike[str]) -> LockHolder | None:
     """The live holder of a project's lock, or None when the lock is free.
 
-    Never takes or disturbs the lock, and never trusts the JSON file alone: info whose process is
-    gone (or whose PID now belongs to another process) is ignored, and a holder that wrote no info
-    is reported with ``known=False``.
+    Never takes or disturbs the lock (it reads the kernel's lock table), and never trusts the JSON
+    file alone: info whose process is gone (or whose PID now belongs to another process) is
+    ignored, and a holder that wrote no info is reported with ``known=False``.
     """
     lock_path, info_path = lock_paths(project_dir)
-    ours = _held_by_this_process(lock_path)
+    ours = held_by_this_process(key_for(lock_path))
     if ours is not None:
         return ours
     if not lock_path.exists():
@@ -114,41 +126,44 @@ def read_lock_holder(project_dir: str | os.PathLike[str]) -> LockHolder | None:
     info = read_holder_info(info_path)
     if info is not None and holder_is_alive(info) and (not pids or info.pid in pids):
         return info
-    return LockHolder(pid=min(pids) if pids else None, known=False)
+    named = sorted(p for p in pids or () if p > 0)  # 0 / -1: a PID we cannot see
+    return LockHolder(pid=named[0] if named else None, known=False)
 
 
-# --- process-wide registry (re-entrancy) -------------------------------------------------------
+class _Reporter:
+    """Calls the ``on_wait`` hook when a wait starts and every ``interval`` seconds after."""
 
+    def __init__(
+        self, lock: DbtLock, hook: Callable[[LockWait], None] | None, timeout: float | None
+    ) -> None:
+        self.lock, self.hook, self.timeout = lock, hook, timeout
+        self.start = time.monotonic()
+        self.deadline = None if timeout is None else self.start + max(0.0, timeout)
+        self._next = self.start
 
-@dataclass
-class _Held:
-    fd: int
-    count: int
-    holder: LockHolder
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def slice(self) -> float:
+        """How long to block before the next report or the deadline, whichever comes first."""
+        now = time.monotonic()
+        wake = self._next if self.hook is not None else now + self.lock.report_interval
+        if self.deadline is not None:
+            wake = min(wake, self.deadline)
+        return max(0.0, wake - now)
 
-_REGISTRY: dict[str, _Held] = {}
-_REGISTRY_LOCK = threading.Lock()
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.hook is None or now < self._next:
+            return
+        self._next = now + self.lock.report_interval
+        holder = read_lock_holder(self.lock.project_dir)
+        self.hook(LockWait(now - self.start, self.timeout, holder))
 
-
-def _key(lock_path: Path) -> str:
-    return os.path.realpath(lock_path)
-
-
-def _held_by_this_process(lock_path: Path) -> LockHolder | None:
-    with _REGISTRY_LOCK:
-        entry = _REGISTRY.get(_key(lock_path))
-        return entry.holder if entry else None
-
-
-def _forget_after_fork() -> None:
-    # A forked child shares the parent's open file description: unlocking it would release the
-    # parent's lock. The child simply forgets it holds anything.
-    _REGISTRY.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    def timeout_error(self) -> DbtLockTimeout:
+        holder = read_lock_holder(self.lock.project_dir)
+        waited = time.monotonic() - self.start
+        return DbtLockTimeout(self.lock.project_dir, holder, waited, self.timeout)
 
 
 class DbtLock:
@@ -157,7 +172,8 @@ class DbtLock:
     ``with DbtLock(project_dir, source="dagster", operation="dbt build"):`` waits up to 300 s.
     ``acquire(timeout=0)`` makes one attempt (the CLI's fail-fast). Nested acquisition by the same
     process on the same project is re-entrant: it does not deadlock and keeps the outer holder info.
-    ``on_wait`` is called when a wait starts and every ``report_interval`` seconds while it lasts.
+    ``on_wait`` is called when a wait starts and every ``report_interval`` seconds while it lasts;
+    an exception it raises cancels the wait (and propagates).
     """
 
     def __init__(
@@ -174,13 +190,22 @@ class DbtLock:
         self.source = source
         self.operation = operation
         self.on_wait = on_wait
-        self.report_interval = report_interval
+        self.report_interval = max(0.01, report_interval)
+        self._key = key_for(self.lock_path)
         self._depth = 0
+        self._forked_depth = 0
+        self._generation = generation()
         self.wait_seconds = 0.0
         self.acquired_at: float | None = None
 
+    def _sync_generation(self) -> None:
+        if self._generation != generation():  # we are a forked child: the parent's hold is not ours
+            self._generation = generation()
+            self._forked_depth, self._depth = self._forked_depth + self._depth, 0
+
     @property
     def held(self) -> bool:
+        self._sync_generation()
         return self._depth > 0
 
     def acquire(
@@ -192,145 +217,180 @@ class DbtLock:
 
         ``timeout=0`` is a single attempt; ``None`` waits for ever.
         """
-        hook = on_wait or self.on_wait
-        key = _key(self.lock_path)
-        with _REGISTRY_LOCK:
-            entry = _REGISTRY.get(key)
-            if entry is not None:
-                entry.count += 1
+        self._sync_generation()
+        rep = _Reporter(self, on_wait or self.on_wait, timeout)
+        state = state_for(self._key)
+        if self._join_or_claim(state, rep):
+            try:
+                fd = self._acquire_fd(state, rep)
+                holder = self._write_info(fd)
+            except BaseException:
+                with state.cond:
+                    state.acquiring = False
+                    state.cond.notify_all()
+                raise
+            with state.cond:
+                state.held = Held(fd=fd, count=1, holder=holder)
+                state.acquiring = False
+                state.cond.notify_all()
                 self._depth += 1
-                self.wait_seconds = 0.0
-                return self
-        start = time.monotonic()
-        fd = self._acquire_fd(timeout, hook, start)
+        self.wait_seconds = time.monotonic() - rep.start
+        if self._depth == 1:
+            self.acquired_at = time.monotonic()
+        return self
+
+    def _join_or_claim(self, state: KeyState, rep: _Reporter) -> bool:
+        """Join this process's hold (False), or become the thread that takes the OS lock (True)."""
+        while True:
+            with state.cond:
+                if state.held is not None:
+                    state.held.count += 1
+                    self._depth += 1
+                    return False
+                if not state.acquiring:
+                    state.acquiring = True
+                    return True
+                if rep.expired():
+                    break
+                # Another thread of ours is taking it; we join its hold once it has it.
+                state.cond.wait(rep.slice())
+            rep.tick()
+        raise rep.timeout_error()
+
+    def _acquire_fd(self, state: KeyState, rep: _Reporter) -> int:
+        while True:
+            clean_stale_info(self.info_path)
+            fd: int | None = open_lock_file(self.lock_path)
+            try:
+                got = try_lock(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise DbtLockError(f"Could not lock {self.lock_path}: {exc}") from exc
+            if not got:
+                if rep.expired():
+                    os.close(fd)
+                    fd = None
+                else:
+                    fd = self._wait(state, fd, rep)
+                if fd is None:
+                    fd = self._last_attempt(rep)
+            if same_file(fd, self.lock_path):
+                return fd
+            unlock(fd)  # the lock file was replaced under us: lock the one now at that path
+            os.close(fd)
+
+    def _wait(self, state: KeyState, fd: int, rep: _Reporter) -> int | None:
+        """Block until the lock is ours (the locked fd) or the deadline passes (None).
+
+        Consumes ``fd``: it either becomes the returned one, or a waiter owns it.
+        """
+        if IS_WINDOWS:  # pragma: no cover - msvcrt has no blocking wait we could abandon
+            return self._poll(fd, rep)
+        waiter = state.waiter
+        if waiter is not None and waiter.adopt():
+            os.close(fd)
+        else:
+            waiter = state.waiter = BlockingWaiter(fd)
+        try:
+            while not rep.expired():
+                rep.tick()
+                if waiter.wait(rep.slice()):
+                    state.waiter = None
+                    try:
+                        return waiter.take()
+                    except OSError as exc:
+                        raise DbtLockError(f"Could not lock {self.lock_path}: {exc}") from exc
+        except BaseException:
+            got = waiter.abandon()
+            if got is not None:  # the lock came just as we were interrupted: let it go
+                state.waiter = None
+                unlock(got)
+                os.close(got)
+            raise
+        got = waiter.abandon()
+        if got is not None:
+            state.waiter = None
+        return got
+
+    def _poll(self, fd: int, rep: _Reporter) -> int | None:  # pragma: no cover - Windows only
+        delay = 0.001
+        try:
+            while not try_lock(fd):
+                if rep.expired():
+                    os.close(fd)
+                    return None
+                rep.tick()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _last_attempt(self, rep: _Reporter) -> int:
+        """At the deadline: if the holder is gone by now, take the lock instead of failing."""
+        if read_lock_holder(self.project_dir) is None:
+            fd = open_lock_file(self.lock_path)
+            try:
+                if try_lock(fd):
+                    return fd
+            except OSError:
+                pass
+            os.close(fd)
+        raise rep.timeout_error()
+
+    def _write_info(self, fd: int) -> LockHolder:
+        pid = os.getpid()
         holder = LockHolder(
-            pid=os.getpid(),
+            pid=pid,
             source=self.source,
             operation=self.operation,
             started_at=now_iso(),
             hostname=socket.gethostname(),
-            process_start_time=process_start_time(os.getpid()),
+            process_start_time=process_start_time(pid),
         )
         try:
             atomic_write_json(self.info_path, holder.to_json())
-        except OSError:
+        except BaseException as exc:
             unlock(fd)
             os.close(fd)
+            if isinstance(exc, OSError):
+                raise DbtLockError(
+                    f"Took the lock of {self.project_dir} but could not write its holder info "
+                    f"{self.info_path}: {exc}; the lock was let go again."
+                ) from exc
             raise
-        with _REGISTRY_LOCK:
-            _REGISTRY[key] = _Held(fd=fd, count=1, holder=holder)
-        self._depth += 1
-        self.wait_seconds = time.monotonic() - start
-        self.acquired_at = time.monotonic()
-        return self
-
-    def _acquire_fd(
-        self, timeout: float | None, hook: Callable[[LockWait], None] | None, start: float
-    ) -> int:
-        deadline = None if timeout is None else start + max(0.0, timeout)
-        reported = False
-        while True:
-            clean_stale_info(self.info_path)
-            fd = open_lock_file(self.lock_path)
-            if try_lock(fd):
-                if same_file(fd, self.lock_path):
-                    return fd
-                unlock(fd)
-                os.close(fd)
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                os.close(fd)
-                raise self._timeout(start, timeout)
-            if hook is not None and not reported:
-                holder = read_lock_holder(self.project_dir)
-                hook(LockWait(time.monotonic() - start, timeout, holder))
-                reported = True
-            got = self._wait_fd(fd, deadline, hook, start, timeout)
-            if got is None:
-                raise self._timeout(start, timeout)
-            if same_file(got, self.lock_path):
-                return got
-            unlock(got)
-            os.close(got)
-
-    def _wait_fd(
-        self,
-        fd: int,
-        deadline: float | None,
-        hook: Callable[[LockWait], None] | None,
-        start: float,
-        timeout: float | None,
-    ) -> int | None:
-        """Wait until ``fd`` is locked by us (returns it) or the deadline passes (None)."""
-        if IS_WINDOWS:  # pragma: no cover - msvcrt has no blocking wait we can abandon
-            return self._poll_fd(fd, deadline, hook, start, timeout)
-        waiter = BlockingWaiter(fd)
-        next_report = time.monotonic() + self.report_interval
-        while True:
-            now = time.monotonic()
-            wake = next_report if deadline is None else min(deadline, next_report)
-            if waiter.done.wait(max(0.0, wake - now)):
-                if waiter.error is not None:
-                    os.close(fd)
-                    raise DbtLockError(f"Could not lock {self.lock_path}: {waiter.error}")
-                return fd
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return fd if waiter.abandon() else None
-            if now >= next_report:
-                next_report = now + self.report_interval
-                if hook is not None:
-                    hook(LockWait(now - start, timeout, read_lock_holder(self.project_dir)))
-
-    def _poll_fd(  # pragma: no cover - Windows only
-        self,
-        fd: int,
-        deadline: float | None,
-        hook: Callable[[LockWait], None] | None,
-        start: float,
-        timeout: float | None,
-    ) -> int | None:
-        delay, next_report = 0.001, time.monotonic() + self.report_interval
-        while not try_lock(fd):
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                os.close(fd)
-                return None
-            if hook is not None and now >= next_report:
-                next_report = now + self.report_interval
-                hook(LockWait(now - start, timeout, read_lock_holder(self.project_dir)))
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        return fd
-
-    def _timeout(self, start: float, timeout: float | None) -> DbtLockTimeout:
-        return DbtLockTimeout(
-            self.project_dir, read_lock_holder(self.project_dir), time.monotonic() - start, timeout
-        )
+        return holder
 
     def release(self) -> None:
         """Let the lock go (the outermost release of this process frees it for others)."""
+        self._sync_generation()
+        if self._depth == 0 and self._forked_depth > 0:
+            self._forked_depth -= 1  # a forked child leaving its parent's `with` block
+            return
         if self._depth == 0:
             raise DbtLockError("release() called on a DbtLock that is not held")
-        self._depth -= 1
-        key = _key(self.lock_path)
-        with _REGISTRY_LOCK:
-            entry = _REGISTRY.get(key)
+        state = state_for(self._key)
+        with state.cond:
+            self._depth -= 1
+            entry = state.held
             if entry is None:
                 return
             entry.count -= 1
             if entry.count > 0:
                 return
-            del _REGISTRY[key]
-        # Remove our info before unlocking, so we can never delete the next holder's info.
-        info = read_holder_info(self.info_path)
-        if info is not None and info.pid == os.getpid():
-            with contextlib.suppress(OSError):
-                self.info_path.unlink()
-        try:
-            unlock(entry.fd)
-        finally:
-            os.close(entry.fd)
+            state.held = None
+            # Still under ``cond``: no thread of ours can take the lock (and write its info)
+            # before our info is gone. Removing it before unlocking means we can never delete
+            # the info of the next holder in another process.
+            info = read_holder_info(self.info_path)
+            if info is not None and info.pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    self.info_path.unlink()
+            try:
+                unlock(entry.fd)
+            finally:
+                os.close(entry.fd)
 
     @property
     def held_seconds(self) -> float:

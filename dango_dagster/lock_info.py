@@ -6,11 +6,13 @@ concept: nothing here takes or releases the lock.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,7 +103,7 @@ def lock_paths(project_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -116,10 +118,22 @@ def parse_time(value: str | None) -> dt.datetime | None:
 
 
 def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None when no such live process exists.
+
+    A zombie counts as gone: it has exited (so the kernel already freed its locks) and merely
+    waits for its parent to reap it.
+    """
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
     except (psutil.Error, OSError, ValueError):
         return None
+
+
+def _text(value: Any, default: str) -> str:
+    return default if value is None or value == "" else str(value)
 
 
 def read_holder_info(info_path: Path) -> LockHolder | None:
@@ -136,39 +150,71 @@ def read_holder_info(info_path: Path) -> LockHolder | None:
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
     pst = raw.get("process_start_time")
+    started_at, hostname = raw.get("started_at"), raw.get("hostname")
     known_keys = {"pid", "source", "operation", "started_at", "hostname", "process_start_time"}
     known_keys.add("known")  # older files of ours may carry it
     return LockHolder(
         pid=pid,
-        source=str(raw.get("source", "unknown")),
-        operation=str(raw.get("operation", "unknown")),
-        started_at=raw.get("started_at") if isinstance(raw.get("started_at"), str) else None,
-        hostname=raw.get("hostname") if isinstance(raw.get("hostname"), str) else None,
-        process_start_time=float(pst) if isinstance(pst, int | float) else None,
-        extra={k: v for k, v in raw.items() if k not in known_keys},
+        source=_text(raw.get("source"), "unknown"),
+        operation=_text(raw.get("operation"), "unknown"),
+        started_at=started_at if isinstance(started_at, str) else None,
+        hostname=hostname if isinstance(hostname, str) else None,
+        process_start_time=float(pst)
+        if isinstance(pst, int | float) and not isinstance(pst, bool)
+        else None,
+        extra={str(k): v for k, v in raw.items() if k not in known_keys},
     )
 
 
 def holder_is_alive(holder: LockHolder) -> bool:
     """True when the holder's process still runs and is the same process (not a reused PID)."""
+    return _dead_reason(holder) is None
+
+
+def _dead_reason(holder: LockHolder) -> str | None:
+    """Why the process ``holder`` names is not the one that wrote it; None while it lives."""
     if holder.pid is None:
-        return False
+        return "it names no process"
     if holder.hostname and holder.hostname != socket.gethostname():
         # Another host (a shared folder): we cannot see its processes, so never call it stale.
-        return True
+        return None
     current = process_start_time(holder.pid)
     if current is None:
-        return False
+        return f"process {holder.pid} is gone"
     if holder.process_start_time is None:
-        return True
-    return abs(current - holder.process_start_time) <= _START_TIME_TOLERANCE_S
+        return None  # Dango writes no start time: a live PID is all we can check
+    if abs(current - holder.process_start_time) > _START_TIME_TOLERANCE_S:
+        return f"PID {holder.pid} now belongs to another process (its start time differs)"
+    return None
+
+
+def stale_reason(info_path: Path, live_holder: LockHolder | None) -> str | None:
+    """Why ``dbt.lock.json`` does not describe the live holder, or None when it does (or is absent).
+
+    ``live_holder`` is what ``read_lock_holder`` found (None: the lock is free). Stale info is
+    harmless, since the lock itself is the kernel's, and the next acquisition cleans it.
+    """
+    if not info_path.exists():
+        return None
+    on_disk = read_holder_info(info_path)
+    if on_disk is None:
+        return "it is empty or corrupt"
+    dead = _dead_reason(on_disk)
+    if dead is not None:
+        return dead
+    if live_holder is None:
+        return f"the lock is free, yet it names live process {on_disk.pid}"
+    if not live_holder.known or live_holder.pid != on_disk.pid:
+        return f"process {on_disk.pid} it names does not hold the lock"
+    return None
 
 
 def kernel_lock_pids(lock_path: Path) -> set[int] | None:
     """PIDs holding a lock on ``lock_path`` per /proc/locks (Linux); None when we cannot tell.
 
     Reading the kernel's table disturbs nobody, unlike a probing ``flock`` that could make a
-    concurrent ``acquire(timeout=0)`` fail.
+    concurrent ``acquire(timeout=0)`` fail. A holder in another PID namespace (a container) shows
+    as PID 0 and an open-file-description lock as -1: both still mean "held".
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -184,34 +230,57 @@ def kernel_lock_pids(lock_path: Path) -> set[int] | None:
     for line in table.splitlines():
         # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; blocked waiters carry "->".
         parts = line.split()
-        if len(parts) < 6 or parts[1] == "->" or not parts[4].isdigit():
+        if len(parts) < 6 or parts[1] == "->":
+            continue
+        try:
+            pid = int(parts[4])
+        except ValueError:
             continue
         if parts[5] == exact:
-            by_device.add(int(parts[4]))
+            by_device.add(pid)
         elif parts[5].rsplit(":", 1)[-1] == str(st.st_ino):
-            by_inode.add(int(parts[4]))
-    # Overlay filesystems report the backing device in /proc/locks: fall back to the inode.
+            by_inode.add(pid)
+    # Overlay file systems report the backing device in /proc/locks: fall back to the inode.
     return by_device or by_inode
 
 
 def clean_stale_info(info_path: Path) -> bool:
     """Remove holder info whose process is gone; True when something was removed.
 
-    Only the exact file we judged is removed (same inode and mtime), so info that a new holder
-    wrote in the meantime (``os.replace`` gives it a new inode) survives.
+    This runs without holding the lock (the seed cleans before every attempt), so a new holder
+    may write fresh info at any moment, and a check-then-unlink could delete it. Instead the file
+    judged stale is moved aside under a private name (an atomic rename); if what was moved is not
+    the file we judged (a holder replaced it meanwhile: ``os.replace`` makes a new inode, Dango's
+    in-place write a new mtime), it is linked back, unless newer info already took its place.
     """
     try:
-        before = info_path.stat()
+        before = os.stat(info_path)
     except OSError:
         return False
     info = read_holder_info(info_path)
     if info is not None and holder_is_alive(info):
         return False
+    aside = info_path.with_name(f".{info_path.name}.stale.{os.getpid()}.{threading.get_ident()}")
     try:
-        now = info_path.stat()
-        if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
-            return False
-        info_path.unlink()
+        os.replace(info_path, aside)
     except OSError:
         return False
-    return True
+    try:
+        moved = os.stat(aside)
+        if _same_version(moved, before):
+            return True
+        with contextlib.suppress(OSError):  # FileExistsError: newer info is already there
+            os.link(aside, info_path)
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+
+def _same_version(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_mtime_ns, a.st_size) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_mtime_ns,
+        b.st_size,
+    )

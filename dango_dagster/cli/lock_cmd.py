@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from dango_dagster.cli.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK
 
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wait.set_defaults(handler=_wait)
 
 
-def _project(args: argparse.Namespace):  # -> Path
+def _project(args: argparse.Namespace) -> Path:
     from dango_dagster.config import resolve_project_dir
 
     return resolve_project_dir(getattr(args, "project", None))
@@ -42,15 +44,15 @@ def _fmt_age(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def lock_report(project_dir) -> dict:  # noqa: ANN001 - Path
+def lock_report(project_dir: Path) -> dict[str, Any]:
     """Everything `lock status` shows, as data (the CLI prints it; tests and scripts read it)."""
-    from dango_dagster.lock import holder_is_alive, lock_paths, read_holder_info, read_lock_holder
+    from dango_dagster.lock import lock_paths, read_holder_info, read_lock_holder
+    from dango_dagster.lock_info import stale_reason
 
     lock_path, info_path = lock_paths(project_dir)
     holder = read_lock_holder(project_dir)
     on_disk = read_holder_info(info_path)
-    info_exists = info_path.exists()
-    stale = info_exists and (on_disk is None or not holder_is_alive(on_disk) or holder is None)
+    reason = stale_reason(info_path, holder)
     return {
         "project": str(project_dir),
         "lock_file": str(lock_path),
@@ -60,8 +62,9 @@ def lock_report(project_dir) -> dict:  # noqa: ANN001 - Path
         else holder.as_dict() | {"held_seconds": holder.held_seconds},
         "info_file": str(info_path),
         "info_on_disk": None if on_disk is None else on_disk.to_json(),
-        "info_corrupt": info_exists and on_disk is None,
-        "info_stale": bool(stale),
+        "info_corrupt": info_path.exists() and on_disk is None,
+        "info_stale": reason is not None,
+        "info_stale_reason": reason,
     }
 
 
@@ -85,8 +88,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  {key + ':':<11}{holder.get(key)}")
         print(f"  {'held for:':<11}{_fmt_age(holder['held_seconds'])}")
     if report["info_stale"]:
-        why = "corrupt or empty" if report["info_corrupt"] else "its process is gone"
-        print(f"note:      {report['info_file']} is stale ({why}); the next acquisition cleans it.")
+        print(f"note:      {report['info_file']} is stale: {report['info_stale_reason']}.")
+        print("           Harmless (the kernel owns the lock); the next acquisition cleans it.")
     return EXIT_HELD if holder is not None else EXIT_OK
 
 
