@@ -55,6 +55,15 @@ def wait(project: str, timeout: str, source: str = "waiter") -> int:
     return 0
 
 
+def probe(project: str) -> int:
+    """One ``acquire(timeout=0)``: exit 0 when it got the lock (released at once), 3 when not."""
+    try:
+        DbtLock(project, source="probe").acquire(timeout=0).release()
+    except DbtLockTimeout:
+        return 3
+    return 0
+
+
 def _open_lock(project: str) -> int:
     path = Path(project) / ".dango" / "state" / "dbt.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +158,7 @@ def forker(project: str) -> int:
 
 
 MODES = {"hold": hold, "wait": wait, "bare": bare, "dango": dango, "worker": worker}
-MODES["forker"] = forker
+MODES |= {"forker": forker, "probe": probe}
 
 if __name__ == "__main__":
     sys.exit(MODES[sys.argv[1]](*sys.argv[2:]))

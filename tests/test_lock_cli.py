@@ -1,0 +1,164 @@
+"""``dango-dagster lock status|wait`` through the installed console script, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lockprocs.harness import Spawner
+
+from dango_dagster.lock import lock_paths
+
+CLI = str(Path(sys.executable).with_name("dango-dagster"))
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawner]:
+    with Spawner() as spawner:
+        yield spawner
+
+
+def cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def status_json(project: Path) -> tuple[int, dict]:
+    done = cli("lock", "status", "--json", "--project", project)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_status_free(project_dir: Path) -> None:
+    done = cli("lock", "status", "--project", project_dir)
+    assert done.returncode == 0, done.stderr
+    assert "lock:      free" in done.stdout
+    code, report = status_json(project_dir)
+    assert code == 0
+    assert report["held"] is False and report["holder"] is None and report["info_stale"] is False
+    assert not lock_paths(project_dir)[0].exists()  # looking never creates (or deletes) anything
+
+
+def test_status_held_names_every_holder_field(project_dir: Path, spawn: Spawner) -> None:
+    lock_path, _ = lock_paths(project_dir)
+    holder = spawn("hold", project_dir, "schedule", "dbt build nightly")
+    pid = int(holder.expect("HELD")[0])
+    inode = lock_path.stat().st_ino
+
+    done = cli("lock", "status", "--project", project_dir)
+    assert done.returncode == 1, done.stderr
+    for text in ("HELD", str(pid), "schedule", "dbt build nightly", "started_at", "held for"):
+        assert text in done.stdout
+
+    code, report = status_json(project_dir)
+    assert code == 1 and report["held"] is True
+    assert report["holder"]["pid"] == pid
+    assert report["holder"]["known"] is True
+    assert report["holder"]["source"] == "schedule"
+    assert report["holder"]["operation"] == "dbt build nightly"
+    assert report["holder"]["hostname"] and report["holder"]["started_at"]
+    assert report["holder"]["process_start_time"] > 0
+    assert 0 <= report["holder"]["held_seconds"] < 120
+    assert report["info_stale"] is False and report["info_stale_reason"] is None
+    assert report["lock_file"] == str(lock_path)
+    assert lock_path.stat().st_ino == inode
+
+
+def test_status_reports_stale_info_of_a_killed_holder(project_dir: Path, spawn: Spawner) -> None:
+    holder = spawn("hold", project_dir, "ui", "sync")
+    pid = int(holder.expect("HELD")[0])
+    holder.kill()
+    holder.cleanup()
+
+    done = cli("lock", "status", "--project", project_dir)
+    assert done.returncode == 0, done.stderr
+    assert "free" in done.stdout and "stale" in done.stdout
+    assert f"process {pid} is gone" in done.stdout
+    code, report = status_json(project_dir)
+    assert code == 0 and report["info_stale"] is True
+    assert report["info_on_disk"]["pid"] == pid
+    assert lock_paths(project_dir)[1].exists()  # status only looks; acquisition cleans
+
+
+def test_status_unknown_holder(project_dir: Path, spawn: Spawner) -> None:
+    foreign = spawn("bare", project_dir)
+    pid = int(foreign.expect("HELD")[0])
+    done = cli("lock", "status", "--project", project_dir)
+    assert done.returncode == 1
+    assert "unknown holder" in done.stdout and str(pid) in done.stdout
+    code, report = status_json(project_dir)
+    assert code == 1 and report["holder"]["known"] is False and report["holder"]["pid"] == pid
+
+
+def test_status_survives_corrupt_info(project_dir: Path) -> None:
+    lock_paths(project_dir)[1].write_text("{not json")
+    done = cli("lock", "status", "--project", project_dir)
+    assert done.returncode == 0, done.stderr
+    assert "empty or corrupt" in done.stdout
+    code, report = status_json(project_dir)
+    assert report["info_corrupt"] is True and report["info_stale"] is True
+
+
+def test_status_uses_dango_project_dir(project_dir: Path, spawn: Spawner) -> None:
+    spawn("hold", project_dir).expect("HELD")
+    env_run = subprocess.run(
+        [CLI, "lock", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"DANGO_PROJECT_DIR": str(project_dir), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert env_run.returncode == 1 and str(project_dir) in env_run.stdout
+
+
+def test_wait_times_out_naming_the_holder(project_dir: Path, spawn: Spawner) -> None:
+    holder = spawn("hold", project_dir, "sensor", "dlt load")
+    pid = int(holder.expect("HELD")[0])
+    started = time.monotonic()
+    done = cli("lock", "wait", "--timeout", 1, "--project", project_dir)
+    assert 0.9 <= time.monotonic() - started < 30
+    assert done.returncode == 2
+    assert "waiting for" in done.stdout and str(pid) in done.stdout  # progress
+    assert "still locked" in done.stderr and "'dlt load'" in done.stderr
+
+
+def test_wait_returns_once_the_holder_lets_go(project_dir: Path, spawn: Spawner) -> None:
+    holder = spawn("hold", project_dir)
+    holder.expect("HELD")
+    waiting = subprocess.Popen(
+        [CLI, "lock", "wait", "--timeout", "60", "--project", str(project_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stdout is not None
+    assert waiting.stdout.readline().startswith("waiting for")
+    holder.let_go()
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert "lock is free" in out
+
+
+def test_lock_status_imports_no_dagster_or_dbt(project_dir: Path) -> None:
+    """The console script's own code path, with the modules it loaded listed at exit."""
+    heavy = ("dagster", "dbt", "dlt", "duckdb", "fastapi", "uvicorn", "dagster_dbt")
+    code = (
+        "import sys, json\n"
+        "from dango_dagster.cli import main\n"
+        f"rc = main(['lock', 'status', '--json', '--project', {str(project_dir)!r}])\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))\n"
+        "print('LOADED', json.dumps(loaded), file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stderr.split("LOADED ", 1)[1])
+    assert loaded == [], f"`lock status` imported {loaded}"
