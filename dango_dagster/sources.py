@@ -262,6 +262,8 @@ def build_pipeline(
     Its working folder (load packages, pipeline state) is ``.dango/state/dlt`` unless
     ``pipelines_dir`` says otherwise; creating it opens nothing, see the module docstring.
     """
+    # dlt's DuckDB destination does not create the warehouse's folder (``data/``) itself.
+    config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=f"dango_{source.name}",
         destination=dlt.destinations.duckdb(str(config.warehouse_path)),
