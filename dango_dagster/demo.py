@@ -26,8 +26,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import dango_dagster
-from dango_dagster.config import CONFIG_RELPATH, load_config
+from dango_dagster.config import CONFIG_RELPATH, load_config, shipped_file
 
 SOURCE_NAME = "shop"
 TABLES = ("customers", "orders", "payments")
@@ -48,16 +47,13 @@ _LAST_NAMES = (
 )  # fmt: skip
 _COUNTRIES = ("DE", "FR", "NL", "ES", "IT", "GB", "US", "JP", "BR", "IN")
 
-# Folders of the repository copied into a new demo project (the package is installed editable).
+# dbt build output of the repository's dbt project is not part of the template.
 _DBT_SKIP = shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml", "__pycache__")
-_OPTIONAL_TEMPLATE_FILES = ("dagster_home/dagster.yaml",)
 _DEMO_GITIGNORE = """\
 # generated data and runtime state; the config and the dbt project are what you keep
 data/
 .dango/*
 !.dango/project.yml
-dagster_home/*
-!dagster_home/dagster.yaml
 dbt_project/target/
 dbt_project/logs/
 dbt_project/dbt_packages/
@@ -164,23 +160,6 @@ def generate_demo_data(uploads_dir: Path, rows: int = 500, seed: int = 42) -> di
     return {"customers": n_customers, "orders": n_orders, "payments": len(payments)}
 
 
-def repository_root() -> Path:
-    """The checkout the package runs from: it holds the demo's config and dbt project."""
-    return Path(dango_dagster.__file__).resolve().parents[1]
-
-
-def _template_paths() -> tuple[Path, Path]:
-    root = repository_root()
-    config, dbt = root / CONFIG_RELPATH, root / "dbt_project"
-    if not config.is_file() or not (dbt / "dbt_project.yml").is_file():
-        raise DemoProjectError(
-            f"The demo templates ({CONFIG_RELPATH} and dbt_project/) are not next to the package "
-            f"in {root}. `demo init` needs the source checkout installed editable "
-            "(`bash scripts/setup.sh`)."
-        )
-    return config, dbt
-
-
 def _check_target(target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise DemoProjectError(f"{target} exists and is not a folder; choose another path.")
@@ -202,7 +181,9 @@ def init_demo_project(target: Path, rows: int = 500, seed: int = 42) -> Path:
     target = Path(target).expanduser().resolve()
     _check_target(target)
     table_sizes(rows)  # a bad size fails before anything is written
-    config_src, dbt_src = _template_paths()
+    # Templates from the repository (the package is installed editable): one source of truth.
+    config_src = shipped_file(*CONFIG_RELPATH.parts)
+    dbt_src = shipped_file("dbt_project")
     target.parent.mkdir(parents=True, exist_ok=True)
     # A plain mkdir (not mkdtemp's 0700) so the project gets the user's usual permissions.
     staging = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -211,11 +192,6 @@ def init_demo_project(target: Path, rows: int = 500, seed: int = 42) -> Path:
         (staging / CONFIG_RELPATH).parent.mkdir(parents=True)
         shutil.copyfile(config_src, staging / CONFIG_RELPATH)
         shutil.copytree(dbt_src, staging / "dbt_project", ignore=_DBT_SKIP)
-        for rel in _OPTIONAL_TEMPLATE_FILES:
-            src = repository_root() / rel
-            if src.is_file():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, staging / rel)
         (staging / ".gitignore").write_text(_DEMO_GITIGNORE, encoding="utf-8")
         config = load_config(staging)
         config.state_dir.mkdir(parents=True, exist_ok=True)

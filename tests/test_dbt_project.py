@@ -14,11 +14,11 @@ import duckdb
 import pytest
 import yaml
 
-from dango_dagster.config import ProjectConfig, load_config
-from dango_dagster.demo import init_demo_project, repository_root
+from dango_dagster.config import REPO_ROOT, ProjectConfig, load_config
+from dango_dagster.demo import init_demo_project
 from dango_dagster.sources import build_dlt_source, build_pipeline
 
-DBT_DIR = repository_root() / "dbt_project"
+DBT_DIR = REPO_ROOT / "dbt_project"
 MARTS = ("fct_orders", "fct_daily_sales", "dim_customers")
 
 

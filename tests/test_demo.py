@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dango_dagster import demo as demo_module
+from dango_dagster import config as config_module
 from dango_dagster.cli import main
 from dango_dagster.config import load_config
 from dango_dagster.demo import (
@@ -119,13 +119,13 @@ def test_init_copies_no_dbt_build_output(tmp_path: Path, monkeypatch: pytest.Mon
     """target/, logs/ and dbt_packages/ of the source dbt project are not copied."""
     fake_repo = tmp_path / "repo"
     (fake_repo / ".dango").mkdir(parents=True)
-    real = demo_module.repository_root()
+    real = config_module.REPO_ROOT
     shutil.copyfile(real / ".dango" / "project.yml", fake_repo / ".dango" / "project.yml")
     shutil.copytree(real / "dbt_project", fake_repo / "dbt_project")
     for junk in ("target", "logs", "dbt_packages"):
         (fake_repo / "dbt_project" / junk).mkdir(exist_ok=True)
         (fake_repo / "dbt_project" / junk / "x.json").write_text("{}")
-    monkeypatch.setattr(demo_module, "repository_root", lambda: fake_repo)
+    monkeypatch.setattr(config_module, "REPO_ROOT", fake_repo)
 
     root = init_demo_project(tmp_path / "shop", rows=20)
     assert (root / "dbt_project" / "models").is_dir()
