@@ -1,0 +1,63 @@
+"""The snapshot asset: consistent, point-in-time copies of the warehouse for every reader.
+
+Readers (notebooks, the query API, Metabase) never open the live file, so they can never block a
+writer. This asset runs once dbt has finished, takes one verified copy under the gate, publishes it
+atomically and hard-links it for each notebook user (see ``dango_dagster.snapshots``).
+"""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from dango_dagster.gate import POOL, WarehouseLockGate
+
+SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
+
+
+def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The snapshot asset, downstream of every dbt model in ``upstream``."""
+
+    @dg.asset(
+        key=SNAPSHOT_KEY,
+        deps=list(upstream),
+        group_name="snapshots",
+        kinds={"duckdb"},
+        pool=POOL,
+        automation_condition=dg.AutomationCondition.eager(),
+        description=(
+            "Published read-only copy of the warehouse (query API, Metabase) and per-user "
+            "notebook snapshots, taken under the warehouse lock after CHECKPOINT and verified "
+            "before publishing."
+        ),
+    )
+    def warehouse_snapshot(
+        context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
+    ) -> dg.MaterializeResult:
+        from dango_dagster.snapshots import take_snapshot
+
+        config = warehouse_gate.project_config()
+        result = take_snapshot(
+            config, lock=warehouse_gate.hold(context, operation="snapshot", phase="snapshot")
+        )
+        context.log.info(
+            f"Published {result.published_path} ({result.size_bytes / 1e6:.1f} MB, "
+            f"{result.tables} tables); copy {result.copy_seconds:.2f} s, "
+            f"verify {result.verify_seconds:.2f} s, lock held {result.lock_held_seconds:.2f} s."
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "published_path": dg.MetadataValue.path(str(result.published_path)),
+                "snapshot_size_bytes": dg.MetadataValue.int(result.size_bytes),
+                "snapshot_size_mb": dg.MetadataValue.float(round(result.size_bytes / 1e6, 3)),
+                "tables": dg.MetadataValue.int(result.tables),
+                "user_snapshots": dg.MetadataValue.json(
+                    {user: str(path) for user, path in result.user_paths.items()}
+                ),
+                "lock_wait_seconds": dg.MetadataValue.float(round(result.lock_wait_seconds, 4)),
+                "lock_held_seconds": dg.MetadataValue.float(round(result.lock_held_seconds, 4)),
+                "copy_seconds": dg.MetadataValue.float(round(result.copy_seconds, 4)),
+                "verify_seconds": dg.MetadataValue.float(round(result.verify_seconds, 4)),
+            }
+        )
+
+    return warehouse_snapshot

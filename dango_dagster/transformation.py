@@ -1,0 +1,239 @@
+"""Transformation assets: the dbt project as Dagster assets, dbt tests as asset checks.
+
+dbt models are keyed ``[schema, model]`` (``staging/stg_orders``, ``marts/fct_daily_sales``) and
+dbt sources keep dagster-dbt's default ``[source_name, table]`` key, which is exactly the key of the
+dlt asset that loads that table (``raw_shop/orders``): lineage is one graph with no placeholders.
+The whole ``dbt build`` holds the warehouse lock, since dbt writes from its first model to its last.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.compat import DBT_PYTHON_VERSION
+from packaging import version
+
+from dango_dagster.config import ProjectConfig
+from dango_dagster.gate import POOL, WarehouseLockGate
+
+WAREHOUSE_ENV_VAR = "DANGO_WAREHOUSE_PATH"
+_SKIP_DIRS = {"target", "logs", "dbt_packages", ".venv", "__pycache__"}
+
+
+def dbt_executable() -> str:
+    """The dbt of this environment, absolute: the venv is often not on PATH (``.venv/bin/...``)."""
+    bindir = Path(sys.executable).parent
+    for name in ("dbt", "dbt.exe"):
+        if (bindir / name).exists():
+            return str(bindir / name)
+    return "dbt"
+
+
+def dbt_env(config: ProjectConfig) -> dict[str, str]:
+    """Environment for any dbt process: the warehouse path comes from the project config."""
+    return {
+        **os.environ,
+        WAREHOUSE_ENV_VAR: str(config.warehouse_path),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def _newest_source_mtime(project_dir: Path) -> float:
+    newest = 0.0
+    for dirpath, dirnames, filenames in os.walk(project_dir):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        for name in filenames:
+            if name.endswith((".sql", ".yml", ".yaml", ".csv", ".md", ".py")):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime)
+    return newest
+
+
+def ensure_manifest(config: ProjectConfig) -> Path:
+    """``target/manifest.json``, re-parsed only when a file of the dbt project is newer.
+
+    Every entry point (``dagster dev``, ``dagster asset materialize``, a run worker, pytest) loads
+    the definitions, so this must be cheap when nothing changed (an mtime walk, ~1 ms) and safe when
+    two processes load at once (a file lock serialises ``dbt parse``). ``dbt parse`` does not open
+    the warehouse, so it needs no warehouse lock.
+    """
+    project_dir = config.dbt_project_dir
+    if not (project_dir / "dbt_project.yml").exists():
+        raise FileNotFoundError(
+            f"No dbt project at {project_dir} (dbt_project.yml missing). Set dbt.project_dir in "
+            f"{config.config_path}, or create a demo project with `dango-dagster demo init DIR`."
+        )
+    manifest = project_dir / "target" / "manifest.json"
+
+    def fresh() -> bool:
+        return manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(project_dir)
+
+    if fresh():
+        return manifest
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_file_lock(config.state_dir / "dbt_parse.lock"):
+        if fresh():  # another process parsed while we waited
+            return manifest
+        proc = subprocess.run(
+            [dbt_executable(), "parse", "--project-dir", str(project_dir)]
+            + ["--profiles-dir", str(project_dir), "--target", config.dbt_target, "--quiet"],
+            cwd=project_dir,
+            env=dbt_env(config),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0 or not manifest.exists():
+        raise RuntimeError(
+            f"`dbt parse` of {project_dir} failed (exit {proc.returncode}); fix the dbt project "
+            f"and reload the definitions.\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def _exclusive_file_lock(path: Path) -> Iterator[None]:
+    """A small mutex for ``dbt parse`` (rare and short, so a 50 ms poll is plenty)."""
+    from dango_dagster.lock_os import open_lock_file, try_lock, unlock
+
+    fd = open_lock_file(path)
+    try:
+        while not try_lock(fd):
+            time.sleep(0.05)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            unlock(fd)
+        os.close(fd)
+
+
+class DangoDbtTranslator(DagsterDbtTranslator):
+    """Keys models by ``[schema, name]`` and groups them by schema (``staging``, ``marts``)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            schema = dbt_resource_props.get("schema") or "main"
+            return dg.AssetKey([schema, dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            return dbt_resource_props.get("schema") or "dbt"
+        return super().get_group_name(dbt_resource_props)
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        # Models follow fresh upstream data without a human (declarative automation).
+        return dg.AutomationCondition.eager()
+
+
+class DangoDbtCliResource(DbtCliResource):
+    """``DbtCliResource`` without the ``dbt --version`` subprocess (~2.5 s) before every command.
+
+    The dbt executable is this environment's own, so its version is the installed dbt-core's.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        if (
+            DBT_PYTHON_VERSION is not None
+            and Path(self.dbt_executable).parent == Path(sys.executable).parent
+        ):
+            return DBT_PYTHON_VERSION
+        return super()._cli_version
+
+
+def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
+    return DangoDbtCliResource(
+        project_dir=str(config.dbt_project_dir),
+        profiles_dir=str(config.dbt_project_dir),
+        target=config.dbt_target,
+        dbt_executable=dbt_executable(),
+    )
+
+
+def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, int]:
+    """Row counts of the dbt tables just built (read while still holding the lock)."""
+    import duckdb
+
+    counts: dict[dg.AssetKey, int] = {}
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        tables = {
+            (s, t)
+            for s, t in con.execute(
+                "select schema_name, table_name from duckdb_tables() where database_name = "
+                "current_database()"
+            ).fetchall()
+        }
+        for key in keys:
+            if len(key.path) == 2 and tuple(key.path) in tables:
+                schema, table = key.path
+                counts[key] = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[
+                    0
+                ]
+    return counts
+
+
+def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+    """``@dbt_assets`` over the project's dbt project, every model writing under the gate."""
+    manifest = ensure_manifest(config)
+    project = DbtProject(
+        project_dir=config.dbt_project_dir,
+        profiles_dir=config.dbt_project_dir,
+        target=config.dbt_target,
+    )
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        dagster_dbt_translator=DangoDbtTranslator(),
+        name="dbt_models",
+        pool=POOL,
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext,
+        dbt: DangoDbtCliResource,
+        warehouse_gate: WarehouseLockGate,
+    ) -> Iterator[Any]:
+        cfg = warehouse_gate.project_config()
+        os.environ[WAREHOUSE_ENV_VAR] = str(cfg.warehouse_path)
+        events: list[Any] = []
+        error: BaseException | None = None
+        started = time.monotonic()
+        with warehouse_gate.hold(context, operation="dbt build", phase="dbt") as session:
+            try:
+                events.extend(dbt.cli(["build"], context=context).stream())
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after releasing the lock
+                error = exc
+            built = [
+                context.asset_key_for_output(e.output_name)
+                for e in events
+                if isinstance(e, dg.Output)
+            ]
+            rows = _table_row_counts(cfg, built) if error is None else {}
+        context.log.info(
+            f"dbt build took {time.monotonic() - started:.1f} s "
+            f"(lock wait {session.wait_seconds:.2f} s, held {session.held_seconds:.2f} s)"
+        )
+        lock_meta = session.metadata()
+        for event in events:
+            if isinstance(event, dg.Output):
+                extra = dict(lock_meta)
+                key = context.asset_key_for_output(event.output_name)
+                if key in rows:
+                    extra["dagster/row_count"] = dg.MetadataValue.int(rows[key])
+                event = event.with_metadata({**event.metadata, **extra})
+            yield event
+        if error is not None:
+            raise error
+
+    return dbt_models
