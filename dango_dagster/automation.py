@@ -1,0 +1,162 @@
+"""Automation: the daily refresh, the uploads sensor, and status files for finished runs.
+
+Every run launched here carries Dagster's ``dagster/sensor_name`` or ``dagster/schedule_name`` tag,
+so the gate lets it queue for the warehouse lock (300 s) instead of failing when Dango's CLI or
+another run is writing. Declarative automation (``AutomationCondition.eager()`` on the dbt models
+and the snapshot) makes dbt follow fresh raw data and the snapshot follow dbt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from dango_dagster.config import ProjectConfig, SourceSettings
+from dango_dagster.status import SyncStatus, cleanup_finished, read_status, status_path
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+UPLOADS_SENSOR = "uploads_sensor"
+REFRESH_SCHEDULE = "daily_refresh"
+
+
+def _upload_files(config: ProjectConfig, source: SourceSettings) -> Iterator[Path]:
+    root = config.source_path(source)
+    if not root.is_dir():
+        return
+    suffix = f".{source.format}"
+    for path in sorted(root.rglob(f"*{suffix}")):
+        if path.is_file() and not path.name.startswith("."):
+            yield path
+
+
+def uploads_fingerprint(config: ProjectConfig, source: SourceSettings) -> tuple[str, float]:
+    """A digest of a source's files (name, size, mtime) and the newest mtime among them."""
+    digest = hashlib.sha256()
+    newest = 0.0
+    for path in _upload_files(config, source):
+        st = path.stat()
+        newest = max(newest, st.st_mtime)
+        rel = path.relative_to(config.source_path(source)).as_posix()
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16], newest
+
+
+def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
+    """One run per changed files source, once its folder has been quiet for the settle time."""
+    file_sources = [s for s in config.sources if s.type == "files"]
+
+    @dg.sensor(
+        name=UPLOADS_SENSOR,
+        job=job,
+        minimum_interval_seconds=config.automation.upload_sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Starts ingestion of a source (and the dbt models and snapshot downstream of it) when "
+            f"files appear or change under {config.uploads_dir}."
+        ),
+    )
+    def uploads_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        settle = config.automation.upload_settle_seconds
+        requests: list[dg.RunRequest] = []
+        skipped: list[str] = []
+        for source in file_sources:
+            fingerprint, newest = uploads_fingerprint(config, source)
+            if cursor.get(source.name) == fingerprint:
+                continue
+            if time.time() - newest < settle:
+                skipped.append(source.name)  # still being written: look again next tick
+                continue
+            cursor[source.name] = fingerprint
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{source.name}:{fingerprint}",
+                    asset_selection=list(_source_and_downstream(context, source)),
+                    tags={"dango/source": source.name},
+                )
+            )
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps(cursor, sort_keys=True),
+            skip_reason=None
+            if requests
+            else (
+                f"waiting for uploads to settle: {', '.join(skipped)}"
+                if skipped
+                else "no new or changed upload files"
+            ),
+        )
+
+    return uploads_sensor
+
+
+def _source_and_downstream(
+    context: dg.SensorEvaluationContext, source: SourceSettings
+) -> list[dg.AssetKey]:
+    selection = dg.AssetSelection.groups(source.schema_name).downstream()
+    graph = context.repository_def.asset_graph if context.repository_def else None
+    if graph is None:
+        return []
+    return sorted(selection.resolve(graph), key=lambda key: key.to_user_string())
+
+
+def build_refresh_schedule(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
+    return dg.ScheduleDefinition(
+        name=REFRESH_SCHEDULE,
+        job=job,
+        cron_schedule=config.automation.refresh_cron,
+        execution_timezone=config.automation.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Refreshes everything daily: every source, the dbt models, the snapshot.",
+    )
+
+
+def _finish_status(config: ProjectConfig, run: dg.DagsterRun, phase: str, message: str, **extra):
+    path = status_path(config.state_dir, run.run_id[:12])
+    current = read_status(path)
+    if current is None or current.get("phase") in ("completed", "failed"):
+        return  # a run that never wrote, or one whose writer already said how it ended
+    SyncStatus.open(config.state_dir, run.run_id).update(phase, message, **extra)  # type: ignore[arg-type]
+
+
+def build_status_sensors(config: ProjectConfig) -> list[dg.SensorDefinition]:
+    """Write how each run ended into its status file, and clean old finished ones."""
+
+    @dg.run_failure_sensor(
+        name="status_on_failure",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        monitor_all_code_locations=False,
+    )
+    def status_on_failure(context: dg.RunFailureSensorContext) -> None:
+        extra: dict[str, Any] = {"error": "run_failure"}
+        for event in context.get_step_failure_events():
+            data = event.step_failure_data
+            if data and data.user_failure_data and "lock_holder" in data.user_failure_data.metadata:
+                extra["holder"] = data.user_failure_data.metadata["lock_holder"].value
+                extra["error"] = "lock_timeout"
+                break
+        _finish_status(
+            config, context.dagster_run, "failed", context.failure_event.message or "", **extra
+        )
+        cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
+
+    @dg.run_status_sensor(
+        name="status_on_success",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def status_on_success(context: dg.RunStatusSensorContext) -> None:
+        _finish_status(config, context.dagster_run, "completed", "Run succeeded")
+        cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
+
+    return [status_on_failure, status_on_success]

@@ -1,0 +1,90 @@
+"""``dango-dagster sync``: Dango's CLI sync, run through Dagster and recorded in its instance.
+
+Fails at once (exit 2, naming the holder) when another process holds the warehouse lock, as
+Dango's own ``dango sync`` does; ``--wait S`` opts into queueing for up to S seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from dango_dagster.cli.errors import EXIT_ERROR, EXIT_LOCKED, EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from dango_dagster.cli import add_project_arg
+
+    sync = subparsers.add_parser(
+        "sync", help="load sources, build dbt models and publish a snapshot (through Dagster)"
+    )
+    add_project_arg(sync)
+    sync.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        metavar="NAME",
+        help="only this source (repeatable; default: all) plus the dbt models downstream of it",
+    )
+    sync.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="queue up to S seconds for the warehouse lock (default: fail at once if it is held)",
+    )
+    sync.set_defaults(handler=handle_sync)
+
+
+def print_progress(data: dict[str, Any], started: float) -> None:
+    """One terminal line per phase change of the run's status file."""
+    phase = data.get("phase", "?")
+    print(f"[{time.monotonic() - started:6.1f}s] {phase:<12} {data.get('message', '')}", flush=True)
+
+
+def print_summary(outcome: Any) -> None:
+    """What a user wants after a sync: tables and rows, the snapshot, the time."""
+    if outcome.tables:
+        width = max(len(t.key) for t in outcome.tables)
+        print("\nmaterialized:")
+        for table in outcome.tables:
+            rows = f"{table.rows:>10,} rows" if table.rows is not None else ""
+            print(f"  {table.key:<{width}}  {rows}")
+    if outcome.snapshot_path:
+        print(f"\nsnapshot:  {outcome.snapshot_path}")
+    print(f"run id:    {outcome.run_id}")
+    state = "succeeded" if outcome.success else "FAILED"
+    print(f"{state} in {outcome.seconds:.1f} s ({outcome.rows_loaded:,} rows loaded)")
+
+
+def handle_sync(args: argparse.Namespace) -> int:
+    from dango_dagster.config import load_config
+    from dango_dagster.lock import read_lock_holder
+
+    config = load_config(args.project)
+    if args.wait is None:
+        # Answer in well under a second, before importing dagster and dbt.
+        holder = read_lock_holder(config.root)
+        if holder is not None:
+            print(
+                f"error: the warehouse is locked by {holder.describe()}. `dango-dagster sync` does "
+                "not queue: run it again when that finishes, or pass --wait SECONDS.",
+                file=sys.stderr,
+            )
+            return EXIT_LOCKED
+    from dango_dagster.runner import run_pipeline
+
+    started = time.monotonic()
+    outcome = run_pipeline(
+        config,
+        sources=args.sources,
+        wait_seconds=args.wait,
+        progress=lambda data: print_progress(data, started),
+    )
+    print_summary(outcome)
+    if outcome.success:
+        return EXIT_OK
+    print(f"error: {outcome.error}", file=sys.stderr)
+    return EXIT_LOCKED if outcome.lock_timeout else EXIT_ERROR
