@@ -14,7 +14,11 @@ __all__ = ["atomic_write_json"]
 
 
 def atomic_write_json(
-    path: str | os.PathLike[str], data: Mapping[str, Any], *, mode: int = 0o666
+    path: str | os.PathLike[str],
+    data: Mapping[str, Any],
+    *,
+    mode: int = 0o666,
+    durable: bool = True,
 ) -> None:
     """Write ``data`` as JSON so a reader sees the old file or the new one, never half of one.
 
@@ -23,6 +27,9 @@ def atomic_write_json(
     the PID and thread id so concurrent writers never share one; it is removed if anything fails
     (a full disk must not leave debris behind). ``mode`` (before the umask) applies from the
     moment the file exists: 0o600 keeps a private file private even while it is being written.
+    ``durable`` (default) fsyncs before the rename, so a power cut cannot leave an empty file
+    under the final name; pass False for state that readers already distrust (the lock's holder
+    info), where the fsync only adds latency to every lock handoff.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -30,8 +37,9 @@ def atomic_write_json(
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with open(fd, "w", encoding="utf-8") as fh:
             json.dump(dict(data), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

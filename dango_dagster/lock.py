@@ -28,6 +28,7 @@ Rules this module keeps (see docs/LOCKING.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -164,6 +165,12 @@ class _Reporter:
         holder = read_lock_holder(self.lock.project_dir)
         waited = time.monotonic() - self.start
         return DbtLockTimeout(self.lock.project_dir, holder, waited, self.timeout)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start_time(pid: int) -> float | None:
+    """Our own start time never changes (keyed by PID: a forked child has its own)."""
+    return process_start_time(pid)
 
 
 class DbtLock:
@@ -347,10 +354,11 @@ class DbtLock:
             operation=self.operation,
             started_at=now_iso(),
             hostname=socket.gethostname(),
-            process_start_time=process_start_time(pid),
+            process_start_time=_own_start_time(pid),
         )
         try:
-            atomic_write_json(self.info_path, holder.to_json())
+            # No fsync: after a crash the info is stale anyway, and readers never trust it blindly.
+            atomic_write_json(self.info_path, holder.to_json(), durable=False)
         except BaseException as exc:
             unlock(fd)
             os.close(fd)
