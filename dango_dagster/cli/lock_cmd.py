@@ -85,8 +85,8 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print("lock:      HELD")
         for key in ("pid", "hostname", "source", "operation", "started_at"):
-            print(f"  {key + ':':<11}{holder.get(key)}")
-        print(f"  {'held for:':<11}{_fmt_age(holder['held_seconds'])}")
+            print(f"  {key + ':':<12}{holder.get(key)}")
+        print(f"  {'held for:':<12}{_fmt_age(holder['held_seconds'])}")
     if report["info_stale"]:
         print(f"note:      {report['info_file']} is stale: {report['info_stale_reason']}.")
         print("           Harmless (the kernel owns the lock); the next acquisition cleans it.")
@@ -98,7 +98,7 @@ def _wait(args: argparse.Namespace) -> int:
 
     project = _project(args)
     start = time.monotonic()
-    last_key: tuple | None = None
+    last_key: tuple[int | None] | None = None
     last_print = 0.0
     while True:
         holder = read_lock_holder(project)
@@ -112,7 +112,8 @@ def _wait(args: argparse.Namespace) -> int:
             )
             return EXIT_LOCKED
         # Polling the kernel's lock table disturbs no one (taking the lock to test it would).
-        key = (holder.pid, holder.started_at, holder.known)
+        # Keyed by PID: a holder that is releasing (info removed, flock not yet) is the same one.
+        key = (holder.pid,)
         if key != last_key or waited - last_print >= 5:
             print(f"waiting for {holder.describe()} ... {waited:.0f} s", flush=True)
             last_key, last_print = key, waited
