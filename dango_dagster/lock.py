@@ -17,12 +17,8 @@ Rules this module keeps (see docs/LOCKING.md):
   process start time, so a PID reused by another process is recognised as stale.
 * A waiter blocks in the kernel (a helper thread sits in a blocking ``flock``), so it takes the lock
   within microseconds of its release and burns no CPU while waiting.
-* Re-entrant per process: a nested acquisition (any thread, any ``DbtLock`` object on the same
-  project) joins the hold instead of deadlocking; only the outermost release frees the lock. Two
-  threads of one process that start acquiring at once are serialised here, so they share one OS
-  lock rather than waiting on each other.
-* ``fork``: a child forgets what its parent holds and closes its copies of the lock descriptors,
-  so a child that outlives a killed parent cannot keep the parent's lock alive.
+* Re-entrant per process (any thread, any object): see ``lock_registry``, which also makes it
+  safe across ``fork``.
 """
 
 from __future__ import annotations
@@ -51,6 +47,7 @@ from dango_dagster.lock_os import (
     IS_WINDOWS,
     BlockingWaiter,
     open_lock_file,
+    poll_lock,
     probe_free,
     same_file,
     try_lock,
@@ -292,7 +289,14 @@ class DbtLock:
         Consumes ``fd``: it either becomes the returned one, or a waiter owns it.
         """
         if IS_WINDOWS:  # pragma: no cover - msvcrt has no blocking wait we could abandon
-            return self._poll(fd, rep)
+            try:
+                if poll_lock(fd, rep.expired, rep.tick):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            return None
         waiter = state.waiter
         if waiter is not None and waiter.adopt():
             os.close(fd)
@@ -318,21 +322,6 @@ class DbtLock:
         if got is not None:
             state.waiter = None
         return got
-
-    def _poll(self, fd: int, rep: _Reporter) -> int | None:  # pragma: no cover - Windows only
-        delay = 0.001
-        try:
-            while not try_lock(fd):
-                if rep.expired():
-                    os.close(fd)
-                    return None
-                rep.tick()
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _last_attempt(self, rep: _Reporter) -> int:
         """At the deadline: if the holder is gone by now, take the lock instead of failing."""

@@ -13,6 +13,8 @@ import errno
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 IS_WINDOWS = sys.platform == "win32"
@@ -89,6 +91,21 @@ def probe_free(lock_path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def poll_lock(
+    fd: int, expired: Callable[[], bool], tick: Callable[[], None]
+) -> bool:  # pragma: no cover - Windows only
+    """Windows' wait: ``msvcrt`` has no blocking lock we could abandon, so poll, 1 ms doubling to
+    20 ms (still far below Dango's 5 s). True once ``fd`` holds the lock, False when ``expired``."""
+    delay = 0.001
+    while not try_lock(fd):
+        if expired():
+            return False
+        tick()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return True
 
 
 class BlockingWaiter:

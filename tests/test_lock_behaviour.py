@@ -25,6 +25,7 @@ from dango_dagster.lock import (
     read_lock_holder,
 )
 from dango_dagster.lock_info import kernel_lock_pids
+from dango_dagster.lock_os import open_lock_file, poll_lock, unlock
 
 
 @pytest.fixture
@@ -223,3 +224,22 @@ def test_atomic_write_json_leaves_old_file_on_failure(tmp_path: Path) -> None:
         atomic_write_json(target, {"state": object()})
     assert json.loads(target.read_text()) == {"state": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_polling_wait_used_on_windows(project_dir: Path, spawn: Spawner) -> None:
+    """The Windows wait (a short poll) runs on the portable try_lock, so it is checked here too."""
+    lock_path, _ = lock_paths(project_dir)
+    holder = spawn("hold", project_dir)
+    holder.expect("HELD")
+    fd = open_lock_file(lock_path)
+    try:
+        ticks: list[float] = []
+        deadline = time.monotonic() + 0.3
+        assert not poll_lock(fd, lambda: time.monotonic() >= deadline, lambda: ticks.append(1))
+        assert ticks
+        holder.let_go()
+        assert poll_lock(fd, lambda: False, lambda: None)
+        assert kernel_lock_pids(lock_path) == {os.getpid()}
+        unlock(fd)
+    finally:
+        os.close(fd)
