@@ -180,3 +180,63 @@ def audit_for(project: Path, request_id: str) -> dict[str, Any]:
     matches = [line for line in audit_lines(project) if line["request_id"] == request_id]
     assert len(matches) == 1, f"expected one audit line for {request_id}, got {matches}"
     return matches[0]
+
+
+# --- writers in child processes (run with PYTHONPATH=tests) ---------------------------------
+
+
+def hold_live_warehouse(project: str, ready_file: str, release_file: str) -> None:
+    """A ``dbt build``-style writer: hold the lock and a read-write connection to the live file
+    until ``release_file`` appears (at most a minute)."""
+    from dango_dagster.lock import DbtLock
+
+    config = load_config(project)
+    with DbtLock(project, source="test", operation="dbt build").acquire(timeout=0):
+        con = duckdb.connect(str(config.warehouse_path))
+        con.execute("create or replace table marts.heartbeat as select now() as at")
+        Path(ready_file).write_text("ready")
+        deadline = time.monotonic() + 60
+        while not Path(release_file).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        con.close()
+
+
+def write_repeatedly(project: str, iterations: int) -> None:
+    """Take the lock (fail-fast) and write the live file ``iterations`` times; print timings."""
+    from dango_dagster.lock import DbtLock
+
+    config = load_config(project)
+    results = []
+    for i in range(iterations):
+        started = time.monotonic()
+        try:
+            with DbtLock(project, source="test", operation="write").acquire(timeout=0):
+                con = duckdb.connect(str(config.warehouse_path))
+                opened = time.monotonic() - started
+                con.execute("create or replace table marts.tick as select ?::int as i", [i])
+                con.execute("checkpoint")
+                con.close()
+            results.append({"ok": True, "open_s": opened, "total_s": time.monotonic() - started})
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results.append({"ok": False, "error": str(exc)})
+        time.sleep(0.05)
+    print(json.dumps(results))
+
+
+def child(code: str) -> list[str]:
+    """argv for a Python child that runs ``code`` with the tests folder importable."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); {code}"]
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def append_audit_lines(path: str, writer: int, count: int) -> None:
+    """Append ``count`` records, some far longer than PIPE_BUF, as one audit writer process."""
+    from dango_dagster.api.audit import AuditLog
+
+    log = AuditLog(Path(path))
+    for i in range(count):
+        size = 70_000 if i % 10 == 0 else 50 + i
+        log.write({"writer": writer, "seq": i, "sql": chr(ord("a") + writer) * size})
+    log.close()

@@ -25,6 +25,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dango_dagster.api.audit import AuditLog, sql_fields
 from dango_dagster.api.errors import ApiError
@@ -43,6 +44,7 @@ from dango_dagster.api.runner import QueryRunner
 from dango_dagster.config import ProjectConfig, load_config
 
 log = logging.getLogger(__name__)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 KEY_FLUSH_INTERVAL_S = 5.0
 
 try:
@@ -131,6 +133,16 @@ def create_app(config: ProjectConfig, *, pool: SnapshotPool | None = None) -> Fa
         request.state.audit.update(outcome=exc.code, detail=exc.detail[:500])
         body = ErrorResponse(error=exc.code, detail=exc.detail, request_id=request.state.request_id)
         return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own refusals (an undecodable body, 404, 405) in the same error shape."""
+        code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+        request.state.audit.update(outcome=code, detail=str(exc.detail)[:500])
+        body = ErrorResponse(
+            error=code, detail=str(exc.detail), request_id=request.state.request_id
+        )
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
     @app.post(
         "/api/query",
