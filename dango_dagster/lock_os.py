@@ -159,28 +159,30 @@ class BlockingWaiter:
     def take(self) -> int:
         """The locked descriptor, now the caller's; raises the ``OSError`` if locking failed."""
         with self._cond:
-            if self._state == "got":
-                self._state = "taken"
-                return self.fd
-            if self._state == "error":
-                os.close(self.fd)
-                self._state = "closed"
-                assert self.error is not None
-                raise self.error
-            raise RuntimeError(f"BlockingWaiter.take() in state {self._state!r}")
+            fd = self._hand_over()
+        if fd is not None:
+            return fd
+        if self.error is not None:
+            raise self.error
+        raise RuntimeError(f"BlockingWaiter.take() in state {self._state!r}")
 
     def abandon(self) -> int | None:
         """Stop wanting the lock; the fd if it arrived meanwhile (it is then the caller's)."""
         with self._cond:
-            if self._state == "got":
-                self._state = "taken"
-                return self.fd
-            if self._state == "error":
-                os.close(self.fd)
-                self._state = "closed"
-            elif self._state == "waiting":
+            if self._state == "waiting":
                 self._state = "abandoned"
-            return None
+                return None
+            return self._hand_over()
+
+    def _hand_over(self) -> int | None:
+        """With ``_cond`` held, end a finished wait: the fd if the lock came, else close it."""
+        if self._state == "got":
+            self._state = "taken"
+            return self.fd
+        if self._state == "error":
+            os.close(self.fd)
+            self._state = "closed"
+        return None
 
     def adopt(self) -> bool:
         """Claim an abandoned waiter still queued in the kernel; False once it has finished."""

@@ -7,11 +7,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockprocs.harness import Spawner
+from lockprocs.harness import Spawner, spawner_fixture
 
 from dango_dagster.cli.lock_cmd import lock_report
 from dango_dagster.fsutil import atomic_write_json
@@ -27,11 +26,7 @@ from dango_dagster.lock import (
 from dango_dagster.lock_info import kernel_lock_pids
 from dango_dagster.lock_os import open_lock_file, poll_lock, unlock
 
-
-@pytest.fixture
-def spawn() -> Iterator[Spawner]:
-    with Spawner() as spawner:
-        yield spawner
+spawn = pytest.fixture(spawner_fixture, name="spawn")
 
 
 def waiter_threads() -> int:

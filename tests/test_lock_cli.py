@@ -6,21 +6,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockprocs.harness import Spawner
+from lockprocs.harness import Spawner, spawner_fixture
 
 from dango_dagster.lock import lock_paths
 
 CLI = str(Path(sys.executable).with_name("dango-dagster"))
 
 
-@pytest.fixture
-def spawn() -> Iterator[Spawner]:
-    with Spawner() as spawner:
-        yield spawner
+spawn = pytest.fixture(spawner_fixture, name="spawn")
 
 
 def cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from lockprocs.harness import Spawner
+from lockprocs.harness import Spawner, spawner_fixture
 
 from dango_dagster.lock import (
     DbtLock,
@@ -24,11 +23,7 @@ from dango_dagster.lock import (
     read_lock_holder,
 )
 
-
-@pytest.fixture
-def spawn() -> Iterator[Spawner]:
-    with Spawner() as spawner:
-        yield spawner
+spawn = pytest.fixture(spawner_fixture, name="spawn")
 
 
 def test_eight_processes_never_overlap(project_dir: Path, spawn: Spawner, tmp_path: Path) -> None:

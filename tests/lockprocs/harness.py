@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("lockproc.py")
@@ -86,3 +87,9 @@ class Spawner:
     def __exit__(self, *exc_info: object) -> None:
         for proc in self.procs:
             proc.cleanup()
+
+
+def spawner_fixture() -> Iterator[Spawner]:
+    """Body of the ``spawn`` fixture: ``spawn = pytest.fixture(spawner_fixture, name="spawn")``."""
+    with Spawner() as spawner:
+        yield spawner
