@@ -23,12 +23,16 @@ _COMMAND_MODULES = (
 )
 
 
-def add_project_arg(parser: argparse.ArgumentParser) -> None:
-    """``--project DIR``: default ``DANGO_PROJECT_DIR``, then the current folder."""
+def add_project_arg(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """``--project DIR``: default ``DANGO_PROJECT_DIR``, then the current folder.
+
+    Accepted before or after the subcommand; a subcommand's copy defaults to SUPPRESS so it never
+    overwrites a ``--project`` given before the subcommand.
+    """
     parser.add_argument(
         "--project",
         metavar="DIR",
-        default=None,
+        default=None if top_level else argparse.SUPPRESS,
         help="Dango project folder (default: $DANGO_PROJECT_DIR, then the current folder)",
     )
 
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dango-dagster",
         description="Dango's local data stack under Dagster: one warehouse write lock for all.",
     )
-    add_project_arg(parser)
+    add_project_arg(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
