@@ -6,6 +6,7 @@ this process with the in-process executor: no daemon, no extra process per step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -101,11 +102,14 @@ def run_pipeline(
     instance: dg.DagsterInstance | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     launched_by: str = "cli",
+    quiet: bool = False,
 ) -> PipelineResult:
     """Materialize the selected sources, the dbt models downstream and the snapshot.
 
     ``wait_seconds=None`` fails at once if another process holds the lock (the CLI's semantics);
-    a number lets the run queue that long (the ``dango/lock_timeout`` tag).
+    a number lets the run queue that long (the ``dango/lock_timeout`` tag). ``quiet`` keeps the
+    terminal for ``progress``: dbt's output goes to ``.dango/logs/sync_<id>.log`` and only
+    Dagster's warnings and errors are printed (everything is in the run's event log anyway).
     """
 
     from dango_dagster.defs_builder import build_definitions
@@ -128,18 +132,24 @@ def run_pipeline(
         path = status_path(config.state_dir, status.sync_id)
         watcher = threading.Thread(target=_watch_status, args=(path, stop, progress), daemon=True)
         watcher.start()
-    try:
+    run_config: dict[str, Any] = {}
+    log_file = config.logs_dir / f"sync_{status.sync_id}.log"
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            config.logs_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_file.open("w"))))
+        stack.callback(stop.set)
         result = job.execute_in_process(
+            run_config=run_config,
             instance=instance,
             asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
             run_id=run_id,
             tags=tags,
             raise_on_error=False,
         )
-    finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join(timeout=1)
+    if watcher is not None:
+        watcher.join(timeout=1)
 
     outcome = PipelineResult(run_id=run_id, success=result.success, seconds=0.0)
     for event in result.all_events:

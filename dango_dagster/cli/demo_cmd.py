@@ -62,8 +62,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_size_args(data)
     data.set_defaults(handler=_data)
 
-    # `demo run` (load, transform and snapshot the demo through Dagster) registers here:
-    # _register_run(sub)
+    run = sub.add_parser(
+        "run",
+        help="the main job: generate the demo data if missing, run everything through Dagster",
+        description=(
+            "Generate the demo data if the project has none, then load, transform and snapshot "
+            "it through Dagster (recorded in the project's instance), and say how to open the UI."
+        ),
+    )
+    add_project_arg(run)
+    _add_size_args(run)
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="queue up to S seconds if another process holds the warehouse lock (default 300)",
+    )
+    run.set_defaults(handler=_run)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -89,6 +105,47 @@ def _init(args: argparse.Namespace) -> int:
     print("  dango-dagster demo run                        # load, transform, snapshot")
     print("  dagster dev -m dango_dagster.definitions      # the Dagster web UI")
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dango_dagster.cli.errors import EXIT_LOCKED
+    from dango_dagster.cli.sync_cmd import print_summary, progress_printer
+    from dango_dagster.config import load_config
+    from dango_dagster.demo import SOURCE_NAME, generate_demo_data
+
+    started = time.monotonic()
+    config = load_config(args.project)
+    if not (config.uploads_dir / SOURCE_NAME).is_dir():
+        generate_demo_data(config.uploads_dir, rows=args.rows, seed=args.seed)
+        print(f"Generated the demo data ({args.rows} orders):")
+        _print_uploads(config)
+    print(f"Running the pipeline of {config.root} through Dagster ...", flush=True)
+    from dango_dagster.runner import ensure_dagster_home, run_pipeline
+
+    outcome = run_pipeline(
+        config,
+        wait_seconds=args.wait,
+        progress=progress_printer(started),
+        launched_by="demo",
+        quiet=True,
+    )
+    print_summary(outcome)
+    if not outcome.success:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return EXIT_LOCKED if outcome.lock_timeout else EXIT_ERROR
+    home = ensure_dagster_home(config)
+    print("\nOpen the Dagster web UI (the run above is in its Runs list):")
+    print(f"  cd {config.root}")
+    print(f"  DAGSTER_HOME={home} DANGO_PROJECT_DIR={config.root} \\")
+    print(f"    {sys.prefix}/bin/dagster dev -w {_workspace_file()}")
+    print("  then browse http://127.0.0.1:3000")
+    return EXIT_OK
+
+
+def _workspace_file() -> str:
+    from dango_dagster.config import shipped_file
+
+    return str(shipped_file("workspace.yaml"))
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dango_dagster.cli.errors import EXIT_ERROR, EXIT_LOCKED, EXIT_OK
@@ -38,10 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sync.set_defaults(handler=handle_sync)
 
 
-def print_progress(data: dict[str, Any], started: float) -> None:
-    """One terminal line per phase change of the run's status file."""
-    phase = data.get("phase", "?")
-    print(f"[{time.monotonic() - started:6.1f}s] {phase:<12} {data.get('message', '')}", flush=True)
+def progress_printer(started: float) -> Callable[[dict[str, Any]], None]:
+    """One terminal line per change of the run's status file (phase, message, lock holder).
+
+    Bound to the terminal as it is now: while the run executes, stdout carries dbt's output
+    into the run's log file instead.
+    """
+    out = sys.stdout
+
+    def report(data: dict[str, Any]) -> None:
+        line = f"[{time.monotonic() - started:6.1f}s] {data.get('phase', '?'):<12} "
+        line += str(data.get("message", ""))
+        holder = data.get("holder")
+        if holder:
+            line += f" - held by PID {holder.get('pid')} ({holder.get('source')}: "
+            line += f"{holder.get('operation')}) since {holder.get('started_at')}"
+        print(line, file=out, flush=True)
+
+    return report
 
 
 def print_summary(outcome: Any) -> None:
@@ -81,7 +96,8 @@ def handle_sync(args: argparse.Namespace) -> int:
         config,
         sources=args.sources,
         wait_seconds=args.wait,
-        progress=lambda data: print_progress(data, started),
+        progress=progress_printer(started),
+        quiet=True,
     )
     print_summary(outcome)
     if outcome.success:
