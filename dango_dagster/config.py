@@ -52,6 +52,9 @@ class SourceSettings(_Section):
     # files: a folder of ``<table>.<ext>`` files or ``<table>/`` sub-folders of files.
     path: str | None = None
     format: Literal["csv", "parquet", "jsonl"] = "csv"
+    # files: tables expected even before their first file arrives (assets exist from the start,
+    # and a load without files says what is missing); folders found on disk are added to them.
+    tables: list[str] = Field(default_factory=list)
     # dlt: ``package.module:function`` returning a dlt source or resource.
     ref: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -64,6 +67,17 @@ class SourceSettings(_Section):
             raise ValueError(
                 f"source name {value!r} must be lower-case letters, digits and underscores, "
                 "starting with a letter (it becomes the schema raw_<name>)"
+            )
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _valid_tables(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if not _NAME_RE.match(t)]
+        if bad:
+            raise ValueError(
+                f"table names {bad} must be lower-case letters, digits and underscores, "
+                "starting with a letter"
             )
         return value
 

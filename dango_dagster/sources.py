@@ -168,10 +168,16 @@ def _file_resource(folder: Path, table: str, file_format: str) -> DltResource:
     return dlt.resource(read, name=table, write_disposition="replace")
 
 
+def _files_tables(config: ProjectConfig, source: SourceSettings) -> list[str]:
+    """Declared tables (``tables:`` in project.yml) plus those found on disk."""
+    found = table_files(config.source_path(source), source.format)
+    return sorted(set(source.tables) | set(found))
+
+
 def _files_source(config: ProjectConfig, source: SourceSettings) -> DltSource:
     folder = config.source_path(source)
     resources = [
-        _file_resource(folder, table, source.format) for table in table_files(folder, source.format)
+        _file_resource(folder, table, source.format) for table in _files_tables(config, source)
     ]
     return DltSource(dlt.Schema(source.name), source.name, resources)
 
@@ -250,7 +256,7 @@ def build_dlt_source(config: ProjectConfig, source: SourceSettings) -> DltSource
 def source_tables(config: ProjectConfig, source: SourceSettings) -> list[str]:
     """Table names of a source without loading anything (files: from the folder listing)."""
     if source.type == "files":
-        return list(table_files(config.source_path(source), source.format))
+        return _files_tables(config, source)
     return list(build_dlt_source(config, source).selected_resources.keys())
 
 
