@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dango_dagster.config import ProjectConfig, shipped_file
-from dango_dagster.status import SyncStatus, read_status, status_path
+from dango_dagster.status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -123,6 +123,7 @@ def run_pipeline(
     tags = {SYNC_TAG: launched_by}
     if wait_seconds is not None:
         tags["dango/lock_timeout"] = str(wait_seconds)
+    cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
     status = SyncStatus(config.state_dir, run_id)
     status.update("queued", f"Sync of {', '.join(sources) if sources else 'all sources'} queued")
 
