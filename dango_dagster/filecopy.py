@@ -1,18 +1,18 @@
-"""Copy one big file fast and durably: the one physical copy a snapshot makes.
+"""Copy one big file fast: the one physical copy a snapshot makes.
 
 Order of preference: a reflink (``FICLONE``: O(1) on btrfs and XFS), then ``copy_file_range``
 (the kernel copies, no user-space buffers), then ``sendfile``, then ``pread``/``pwrite``. Only
 "not supported here" errors fall through to the next method; a real failure (``ENOSPC``,
 ``EFBIG``, ``EIO``) is raised to the caller at once.
 
-While copying, write-back of each finished chunk is started with ``sync_file_range`` (Linux), so
-the disk writes overlap the copy and the caller's final ``fsync`` has little left to wait for: a
-durable copy costs about what a plain ``cp`` (which never waits for the disk) costs.
+The caller fsyncs the copy afterwards, outside the warehouse lock: the lock is held for the copy
+into the page cache only, and waiting for the disk delays no writer. (Starting write-back during
+the copy with ``sync_file_range`` was measured and dropped: on a busy disk it throttled the copy
+and so stretched the time the lock is held; see docs/BENCHMARKS.md.)
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import sys
@@ -22,7 +22,6 @@ __all__ = ["ShortCopyError", "copy_into"]
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 CHUNK_BYTES = 64 * 1024 * 1024
-_SYNC_FILE_RANGE_WRITE = 2
 # errno values meaning "this method does not work for these files", so try the next one.
 _UNSUPPORTED = {
     errno.EXDEV,
@@ -38,26 +37,6 @@ _UNSUPPORTED = {
 
 class ShortCopyError(OSError):
     """The source ended before ``size`` bytes were copied (it shrank while we copied)."""
-
-
-def _load_writeback() -> Callable[[int, int, int], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, count: int) -> None:
-        # Only a hint to start writing now; the caller's fsync reports any real write error.
-        fn(fd, offset, count, _SYNC_FILE_RANGE_WRITE)
-
-    return start
-
-
-_start_writeback = _load_writeback()
 
 
 def _reflink(src_fd: int, dst_fd: int) -> bool:
@@ -98,11 +77,10 @@ _METHODS: list[tuple[str, Callable[[int, int, int, int], int]]] = [
 ]
 
 
-def copy_into(src_fd: int, dst_fd: int, size: int, *, writeback: bool = True) -> str:
+def copy_into(src_fd: int, dst_fd: int, size: int) -> str:
     """Copy the first ``size`` bytes of ``src_fd`` into the empty file ``dst_fd``.
 
-    Returns the method used. ``writeback`` starts writing finished chunks to disk as the copy
-    goes; the caller still has to ``fsync(dst_fd)`` before the copy counts as durable.
+    Returns the method used. The copy is not durable until the caller ``fsync``s ``dst_fd``.
     """
     if _reflink(src_fd, dst_fd):
         if os.fstat(dst_fd).st_size < size:
@@ -123,7 +101,5 @@ def copy_into(src_fd: int, dst_fd: int, size: int, *, writeback: bool = True) ->
             raise
         if done == 0:
             raise ShortCopyError(errno.EIO, f"source ended after {offset} of {size} bytes")
-        if writeback and _start_writeback is not None:
-            _start_writeback(dst_fd, offset, done)
         offset += done
     return methods[0][0]

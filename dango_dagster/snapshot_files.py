@@ -1,4 +1,4 @@
-"""Snapshot files on disk: names, listing, retention, and the debris of killed runs.
+"""Snapshot files on disk: names, listing, placement, retention, and the debris of killed runs.
 
 A notebook snapshot is ``warehouse_{user}_{YYYYMMDD_HHMMSS}.duckdb`` in ``.dango/snapshots/``
 (timestamps in UTC, so the order survives daylight-saving changes). A second snapshot within
@@ -17,8 +17,9 @@ import datetime as dt
 import os
 import re
 import secrets
+import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ __all__ = [
     "SnapshotInfo",
     "apply_retention",
     "clean_stale_temps",
+    "fsync_dir",
     "iter_snapshots",
     "next_sequence",
+    "place_file",
     "sanitize_username",
     "snapshot_filename",
     "temp_path",
@@ -131,29 +134,41 @@ def iter_snapshots(folder: Path, user: str | None = None) -> Iterator[SnapshotIn
         yield SnapshotInfo(parsed[0], Path(entry.path), taken, size, parsed[2])
 
 
-def apply_retention(folder: Path, user: str, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshots of ``user``; returns what was deleted.
+def apply_retention(folder: Path, users: Iterable[str], keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` snapshots of each of ``users``; returns the deleted.
 
-    Called only after the new snapshot is in place, with ``keep`` >= 1, so the newest (good)
-    snapshot always survives. Readers that have an old file open keep reading it: unlinking a
-    name never takes the data away from an open file.
+    Called only after the new snapshots are in place, with ``keep`` >= 1, so the newest (good)
+    snapshot always survives. One scan of the folder serves every user, so the cost per user is
+    the unlink alone. Readers that have an old file open keep reading it: unlinking a name
+    never takes the data away from an open file.
     """
-    keep = max(1, keep)
-    ordered = sorted(iter_snapshots(folder, user), key=lambda s: s.sort_key, reverse=True)
+    wanted = set(users)
+    by_user: dict[str, list[SnapshotInfo]] = {}
+    for info in iter_snapshots(folder):
+        if info.user in wanted:
+            by_user.setdefault(info.user, []).append(info)
     deleted: list[Path] = []
-    for info in ordered[keep:]:
-        with contextlib.suppress(FileNotFoundError):
-            info.path.unlink()
-            deleted.append(info.path)
+    for infos in by_user.values():
+        infos.sort(key=lambda s: s.sort_key, reverse=True)
+        for info in infos[max(1, keep) :]:
+            with contextlib.suppress(FileNotFoundError):
+                info.path.unlink()
+                deleted.append(info.path)
     return deleted
 
 
 # --- temporary files -----------------------------------------------------------------------------
 
 
+_START_MS: dict[int, int] = {}
+
+
 def _own_start_ms() -> int:
-    start = process_start_time(os.getpid())
-    return int((start or 0.0) * 1000)
+    """This process's start time in ms (cached per PID: a forked child has its own)."""
+    pid = os.getpid()
+    if pid not in _START_MS:
+        _START_MS[pid] = int((process_start_time(pid) or 0.0) * 1000)
+    return _START_MS[pid]
 
 
 def temp_path(folder: Path, kind: str, timestamp: str, seq: int) -> Path:
@@ -225,3 +240,54 @@ def next_sequence(folders: Iterable[Path], timestamp: str) -> int:
             if match is not None and match["ts"] == timestamp:
                 highest = max(highest, int(match["seq"]))
     return highest + 1
+
+
+# --- final names --------------------------------------------------------------------------------
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the names just created in ``folder`` durable (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def place_file(source: Path, final: Path, *, replace: bool, tmp: Callable[[], Path]) -> None:
+    """Give the verified file ``source`` the name ``final``, all or nothing.
+
+    ``replace=False`` never overwrites (``FileExistsError`` if ``final`` exists); ``replace=True``
+    swaps atomically through a temporary name from ``tmp()`` (readers of the old file keep it).
+    A hard link costs O(1); only where links are impossible (another file system) is the file
+    copied.
+    """
+    staging = None
+    try:
+        if not replace:
+            os.link(source, final)
+            return
+        staging = tmp()
+        os.link(source, staging)
+        os.replace(staging, final)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        if staging is not None:
+            with contextlib.suppress(OSError):
+                staging.unlink()
+        # no hard links here: fall back to a real copy
+    staging = tmp()
+    try:
+        shutil.copyfile(source, staging)
+        with open(staging, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(staging, 0o444)
+        if not replace and final.exists():
+            raise FileExistsError(final)
+        os.replace(staging, final)
+    finally:
+        with contextlib.suppress(OSError):
+            staging.unlink()

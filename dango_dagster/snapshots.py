@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -39,8 +41,10 @@ from dango_dagster.snapshot_files import (
     SnapshotInfo,
     apply_retention,
     clean_stale_temps,
+    fsync_dir,
     iter_snapshots,
     next_sequence,
+    place_file,
     sanitize_username,
     snapshot_filename,
     temp_path,
@@ -88,6 +92,7 @@ class SnapshotResult:
     deleted: list[Path] = field(default_factory=list)
     checkpoint_seconds: float = 0.0
     fsync_seconds: float = 0.0
+    place_seconds: float = 0.0  # publish + per-user links + retention: what grows with users
     total_seconds: float = 0.0
     row_counts: dict[str, int] = field(default_factory=dict)
     copy_method: str = ""
@@ -229,49 +234,40 @@ def _discard(copy: _Copy) -> None:
         copy.temp.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _fsync_and_verify(copy: _Copy) -> tuple[dict[str, int], float]:
+    """Flush the copy to disk while verifying it: one waits on the disk, the other on the CPU.
 
-
-def _place(source: Path, final: Path, *, replace: bool, tmp: Path) -> None:
-    """Give the verified file ``source`` the name ``final``, all or nothing.
-
-    ``replace=False`` never overwrites (``FileExistsError`` if ``final`` exists); ``replace=True``
-    swaps atomically through the temporary name ``tmp`` (readers of the old file keep it). A hard
-    link costs O(1); only where links are impossible (another file system) is the file copied.
+    Returns the verified row counts and the seconds the flush took. Both must succeed before
+    the copy may get a final name.
     """
+    outcome: dict[str, Any] = {}
+
+    def flush() -> None:
+        start = time.monotonic()
+        try:
+            os.fsync(copy.fd)
+        except OSError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - start
+
+    flusher = threading.Thread(target=flush, name="snapshot-fsync")
+    flusher.start()
     try:
-        if not replace:
-            os.link(source, final)
-            return
-        os.link(source, tmp)
-        os.replace(tmp, final)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass  # no hard links here: fall back to a real copy
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o444)
-        if not replace and final.exists():
-            raise FileExistsError(final)
-        os.replace(tmp, final)
+        counts = verify_copy(copy.temp, copy.catalog, copy.size)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        flusher.join()
+        _close(copy)
+    if "error" in outcome:
+        raise SnapshotError(
+            f"Writing the snapshot copy to disk failed: {outcome['error']}. The previous "
+            "snapshots are untouched."
+        ) from outcome["error"]
+    return counts, outcome["seconds"]
 
 
 def _publish(copy: _Copy, final: Path) -> Path:
-    tmp = temp_path(final.parent, "publish", copy.timestamp, copy.seq)
-    _place(copy.temp, final, replace=True, tmp=tmp)
+    tmp = functools.partial(temp_path, final.parent, "publish", copy.timestamp, copy.seq)
+    place_file(copy.temp, final, replace=True, tmp=tmp)
     return final
 
 
@@ -279,9 +275,9 @@ def _link_user(copy: _Copy, folder: Path, user: str) -> Path:
     seq = copy.seq
     while True:
         final = folder / snapshot_filename(user, copy.timestamp, seq)
-        tmp = temp_path(folder, "user", copy.timestamp, copy.seq)
+        tmp = functools.partial(temp_path, folder, "user", copy.timestamp, seq)
         try:
-            _place(copy.temp, final, replace=False, tmp=tmp)
+            place_file(copy.temp, final, replace=False, tmp=tmp)
             return final
         except FileExistsError:
             seq += 1  # a name taken outside the lock (e.g. by another tool): next number
@@ -319,11 +315,8 @@ def take_snapshot(
 
     copy = _copy_under_lock(config, lock)
     try:
-        fsync_start = time.monotonic()
-        os.fsync(copy.fd)
-        _close(copy)
         verify_start = time.monotonic()
-        row_counts = verify_copy(copy.temp, copy.catalog, copy.size)
+        row_counts, fsync_seconds = _fsync_and_verify(copy)
         verified = time.monotonic()
         os.chmod(copy.temp, 0o444)
         published = _publish(copy, config.published_snapshot_path) if publish else None
@@ -331,10 +324,9 @@ def take_snapshot(
     finally:
         _discard(copy)
     for folder in folders:
-        _fsync_dir(folder)
-    deleted: list[Path] = []
-    for user in names:
-        deleted += apply_retention(config.snapshots_dir, user, config.snapshots.retention)
+        fsync_dir(folder)
+    deleted = apply_retention(config.snapshots_dir, names, config.snapshots.retention)
+    placed = time.monotonic()
     table_names = copy.catalog.table_names
     return SnapshotResult(
         published_path=published,
@@ -349,7 +341,8 @@ def take_snapshot(
         taken_at=copy.taken_at,
         deleted=deleted,
         checkpoint_seconds=copy.checkpoint,
-        fsync_seconds=verify_start - fsync_start,
+        fsync_seconds=fsync_seconds,
+        place_seconds=placed - verified,
         total_seconds=time.monotonic() - started,
         row_counts=row_counts,
         copy_method=copy.method,

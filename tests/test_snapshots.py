@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -270,3 +271,27 @@ def test_result_is_json_ready(config: ProjectConfig) -> None:
     for key in ("lock_wait_seconds", "lock_held_seconds", "copy_seconds", "verify_seconds"):
         assert data[key] >= 0
     assert os.path.basename(data["published_path"]) == "warehouse.duckdb"
+
+
+def test_published_folder_on_another_file_system_gets_a_copy(
+    config: ProjectConfig, tmp_path: Path
+) -> None:
+    """Hard links cannot cross file systems: the published file is then copied, all or nothing."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a different file system")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        config.dango_dir.mkdir(parents=True, exist_ok=True)
+        config.published_dir.symlink_to(elsewhere, target_is_directory=True)
+        for _ in range(2):
+            result = take_snapshot(config, users=["alice"])
+        published = config.published_snapshot_path
+        assert published.stat().st_dev != result.user_paths["alice"].stat().st_dev
+        assert stat.S_IMODE(published.stat().st_mode) == 0o444
+        assert table_rows(published, "marts.fct_daily_sales") == table_rows(
+            result.user_paths["alice"], "marts.fct_daily_sales"
+        )
+        assert sorted(p.name for p in elsewhere.iterdir()) == ["warehouse.duckdb"]
+    finally:
+        shutil.rmtree(elsewhere)
