@@ -15,6 +15,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig, SourceSettings
 from dango_dagster.gate import POOL, WarehouseLockGate
+from dango_dagster.lock_os import file_mutex
 from dango_dagster.sources import build_dlt_source, build_pipeline, source_tables
 
 
@@ -116,16 +117,18 @@ def run_ingestion(
         )
     dlt_source = dlt_source.with_resources(*sorted(selected))
     pipeline = build_pipeline(config, source)
-    pipeline.abort_packages()  # a crashed earlier run must not replay its packages
-
     started = time.monotonic()
-    pipeline.extract(dlt_source)
-    normalize_info = pipeline.normalize()
-    prepared = time.monotonic() - started
-    row_counts: dict[str, int] = dict(normalize_info.row_counts) if normalize_info else {}
-
-    with gate.hold(context, operation=f"dlt load {source.name}", phase="data_load") as session:
-        load_info = pipeline.load()
+    # One ingestion of a source at a time: its dlt working folder (load packages, state) is
+    # shared, and extract runs outside the warehouse lock. Dagster's pool already serialises
+    # its own runs; this also covers runs on an ephemeral instance and scripts.
+    with file_mutex(config.state_dir / f"dlt_{source.name}.lock"):
+        pipeline.abort_packages()  # a crashed earlier run must not replay its packages
+        pipeline.extract(dlt_source)
+        normalize_info = pipeline.normalize()
+        prepared = time.monotonic() - started
+        row_counts: dict[str, int] = dict(normalize_info.row_counts) if normalize_info else {}
+        with gate.hold(context, operation=f"dlt load {source.name}", phase="data_load") as session:
+            load_info = pipeline.load()
     load_info.raise_on_failed_jobs()
     context.log.info(
         f"Loaded {sum(row_counts.get(t, 0) for t in selected)} rows into {source.schema_name} "

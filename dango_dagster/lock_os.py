@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 IS_WINDOWS = sys.platform == "win32"
@@ -106,6 +106,24 @@ def poll_lock(
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
     return True
+
+
+@contextlib.contextmanager
+def file_mutex(path: Path, poll: float = 0.05) -> Iterator[None]:
+    """A small cross-process mutex on ``path`` for short, rare sections (not the warehouse lock).
+
+    Used where two processes must not do the same preparation at once (``dbt parse`` of one dbt
+    project, the dlt working folder of one source); a 50 ms poll is plenty there.
+    """
+    fd = open_lock_file(path)
+    try:
+        while not try_lock(fd):
+            time.sleep(poll)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            unlock(fd)
+        os.close(fd)
 
 
 class BlockingWaiter:

@@ -23,6 +23,7 @@ from packaging import version
 
 from dango_dagster.config import ProjectConfig
 from dango_dagster.gate import POOL, WarehouseLockGate
+from dango_dagster.lock_os import file_mutex
 
 WAREHOUSE_ENV_VAR = "DANGO_WAREHOUSE_PATH"
 _SKIP_DIRS = {"target", "logs", "dbt_packages", ".venv", "__pycache__"}
@@ -79,7 +80,7 @@ def ensure_manifest(config: ProjectConfig) -> Path:
     if fresh():
         return manifest
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive_file_lock(config.state_dir / "dbt_parse.lock"):
+    with file_mutex(config.state_dir / "dbt_parse.lock"):
         if fresh():  # another process parsed while we waited
             return manifest
         proc = subprocess.run(
@@ -97,22 +98,6 @@ def ensure_manifest(config: ProjectConfig) -> Path:
             f"and reload the definitions.\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
         )
     return manifest
-
-
-@contextlib.contextmanager
-def _exclusive_file_lock(path: Path) -> Iterator[None]:
-    """A small mutex for ``dbt parse`` (rare and short, so a 50 ms poll is plenty)."""
-    from dango_dagster.lock_os import open_lock_file, try_lock, unlock
-
-    fd = open_lock_file(path)
-    try:
-        while not try_lock(fd):
-            time.sleep(0.05)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            unlock(fd)
-        os.close(fd)
 
 
 class DangoDbtTranslator(DagsterDbtTranslator):
