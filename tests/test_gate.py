@@ -178,3 +178,37 @@ def test_run_without_trigger_tags_fails_at_once(project_dir: Path, holder: Holde
         assert "did not wait" in text and f"PID {holder.pid}" in text
         assert "dango/lock_timeout" in text  # tells the user how to let it queue
     assert not (project_dir / "data" / "warehouse.duckdb").exists()  # nothing was written
+
+
+@dg.asset(pool=POOL)
+def write_then_fail(context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate) -> None:
+    """Writes under the gate, then fails after releasing (a bug in user code, say)."""
+    with warehouse_gate.hold(context, operation="write", phase="data_load"):
+        pass
+    raise RuntimeError("transform exploded")
+
+
+def test_run_failure_sensor_records_the_failure(project_dir: Path) -> None:
+    from dango_dagster.automation import build_status_sensors
+    from dango_dagster.config import load_config
+
+    failure_sensor, _ = build_status_sensors(load_config(project_dir))
+    gate = WarehouseLockGate(project_dir=str(project_dir))
+    defs = dg.Definitions(assets=[write_then_fail], resources={"warehouse_gate": gate})
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        status_file = status_path(project_dir / ".dango" / "state", result.run_id[:12])
+        assert read_status(status_file)["phase"] == "data_load"  # the step died mid-run
+        (run_failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="status_on_failure",
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            dagster_event=run_failure.dagster_event,
+        ).for_run_failure()
+        failure_sensor(context)
+    status = read_status(status_file)
+    assert status["phase"] == "failed" and status["error"] == "run_failure"
