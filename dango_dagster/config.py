@@ -114,6 +114,9 @@ class ApiSettings(_Section):
     memory_limit: str = "1GB"
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    # Answers of deterministic queries, per published snapshot (it never changes, so they stay
+    # right until it is replaced); 0 turns the cache off.
+    result_cache_mb: Annotated[float, Field(ge=0, le=100_000)] = 64.0
 
     @field_validator("rate_limit", "anonymous_rate_limit")
     @classmethod

@@ -107,6 +107,19 @@ def test_every_duckdb_type_comes_back_as_json(env: tuple[ApiServer, str]) -> Non
     ]
 
 
+def test_deterministic_answers_are_cached_per_snapshot(env: tuple[ApiServer, str]) -> None:
+    server, key = env
+    sql = "select count(*), sum(orders) from marts.fct_daily_sales where orders > 0"
+    first, second = (server.query(sql, key).json() for _ in range(2))
+    assert first["cached"] is False and second["cached"] is True
+    assert first["rows"] == second["rows"] and first["columns"] == second["columns"]
+    assert audit_for(server.project, second["request_id"])["cached"] is True
+    assert server.query(sql, key, max_rows=5).json()["cached"] is False, "row limit is in the key"
+    for volatile in ("select now()::varchar", "select random()", "select current_date"):
+        answers = [server.query(volatile, key).json() for _ in range(2)]
+        assert [a["cached"] for a in answers] == [False, False], volatile
+
+
 def test_bad_sql_is_400_with_duckdbs_reason(env: tuple[ApiServer, str]) -> None:
     server, key = env
     for sql, fragment in [
@@ -255,10 +268,13 @@ def test_no_snapshot_is_503_then_a_published_one_is_picked_up(tmp_path: Path) ->
         publish_snapshot(root, version=1)
         first = server.query("select version from marts.build_info", key).json()
         assert first["rows"] == [[1]]
+        again = server.query("select version from marts.build_info", key).json()
+        assert again["rows"] == [[1]] and again["cached"] is True
         time.sleep(0.05)
         publish_snapshot(root, version=2, days=30)
         second = server.query("select version from marts.build_info", key).json()
         assert second["rows"] == [[2]], "a replaced snapshot is used without a restart"
+        assert second["cached"] is False, "answers of the old snapshot are never served"
         assert second["snapshot_at"] >= first["snapshot_at"]
         days = server.query("select count(*) from marts.fct_daily_sales", key).json()
         assert days["rows"] == [[30]]

@@ -40,6 +40,7 @@ from dango_dagster.api.models import (
 )
 from dango_dagster.api.pool import SnapshotPool
 from dango_dagster.api.ratelimit import RateLimiter
+from dango_dagster.api.result_cache import ResultCache
 from dango_dagster.api.runner import QueryRunner
 from dango_dagster.config import ProjectConfig, load_config
 
@@ -60,7 +61,8 @@ class ApiServices:
         self.config = config
         self.settings = config.api
         self.pool = pool or SnapshotPool(config.published_snapshot_path, self.settings)
-        self.runner = QueryRunner(self.pool, self.settings.memory_limit)
+        self.cache = ResultCache(self.settings.result_cache_mb)
+        self.runner = QueryRunner(self.pool, self.settings.memory_limit, self.cache)
         self.keys = KeyStore(config.api_keys_path)
         self.audit = AuditLog(config.audit_log_path)
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.anonymous_rate_limit)
@@ -188,6 +190,7 @@ def create_app(config: ProjectConfig, *, pool: SnapshotPool | None = None) -> Fa
             rows=outcome.row_count,
             truncated=outcome.truncated,
             snapshot_at=outcome.snapshot_at,
+            cached=outcome.cached,
         )
         return Response(outcome.body, media_type="application/json")
 

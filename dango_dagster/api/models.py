@@ -48,6 +48,9 @@ class QueryResult(BaseModel):
     max_rows: int
     elapsed_ms: float
     snapshot_at: str = Field(description="When the published snapshot read was written (UTC).")
+    cached: bool = Field(
+        description="Answered from memory: the same deterministic query on the same snapshot."
+    )
     request_id: str
 
 

@@ -3,8 +3,9 @@
 The deadline is enforced by a single watchdog thread that calls ``cursor.interrupt()``: DuckDB
 stops the query itself (its worker threads stop burning CPU), the cursor stays usable, and the
 client gets 408. Abandoning the thread instead would leave a runaway cross join eating the cores
-and the connection. The row cap is a ``LIMIT max_rows + 1`` on the relation (DuckDB never
-produces more), and the extra row is how the answer knows it was truncated.
+and the connection. The row cap is ``fetchmany(max_rows + 1)`` on a streaming result (DuckDB
+never produces more), and the extra row is how the answer knows it was truncated. Deterministic
+queries are answered from ``ResultCache`` while the snapshot stays the same.
 
 Everything here is blocking; the app runs it in a bounded thread pool so the event loop keeps
 answering while queries run.
@@ -25,6 +26,7 @@ import duckdb
 from dango_dagster.api.errors import ApiError
 from dango_dagster.api.jsonvalues import rows_to_json
 from dango_dagster.api.pool import Lease, SnapshotPool
+from dango_dagster.api.result_cache import CachedAnswer, ResultCache
 from dango_dagster.api.sql_guard import check_sql
 
 
@@ -83,6 +85,7 @@ class QueryOutcome:
     truncated: bool
     snapshot_at: str
     elapsed_ms: float
+    cached: bool
 
 
 def _error_for(exc: duckdb.Error, settings_memory: str) -> ApiError:
@@ -109,15 +112,16 @@ def _error_for(exc: duckdb.Error, settings_memory: str) -> ApiError:
 class QueryRunner:
     """Guard, lease, execute under a deadline, encode; raises ``ApiError`` for every refusal."""
 
-    def __init__(self, pool: SnapshotPool, memory_limit: str) -> None:
+    def __init__(self, pool: SnapshotPool, memory_limit: str, cache: ResultCache) -> None:
         self.pool = pool
         self.memory_limit = memory_limit
+        self.cache = cache
         self.watchdog = Watchdog()
 
     def run(
         self, sql: str, *, max_rows: int, timeout: float, started: float, request_id: str
     ) -> QueryOutcome:
-        check_sql(sql)
+        deterministic = check_sql(sql)
         deadline = started + timeout
         if time.monotonic() >= deadline:
             raise ApiError(
@@ -127,10 +131,27 @@ class QueryRunner:
                 headers={"Retry-After": "1"},
             )
         lease = self.pool.lease()
+        generation = lease.generation.ident
+        answer = self.cache.get(generation, sql, max_rows) if deterministic else None
+        if answer is not None:
+            self.pool.release(lease)
+            return self._outcome(answer, lease, max_rows, started, request_id, cached=True)
+        answer = self._answer(lease, sql, max_rows, deadline, timeout)
+        if deterministic:
+            self.cache.put(generation, sql, max_rows, answer)
+        return self._outcome(answer, lease, max_rows, started, request_id, cached=False)
+
+    def _answer(
+        self, lease: Lease, sql: str, max_rows: int, deadline: float, timeout: float
+    ) -> CachedAnswer:
+        """Run on the leased cursor (which it gives back) and encode columns and rows."""
         ticket = self.watchdog.arm(deadline, lease.cursor.interrupt)
         discard = False
         try:
             columns, types, rows = self._execute(lease, sql, max_rows)
+            truncated = len(rows) > max_rows
+            # The cursor still holds the rest of a truncated streaming result: free it.
+            discard = truncated
         except duckdb.InterruptException as exc:
             if not ticket.fired:
                 discard = True
@@ -151,29 +172,50 @@ class QueryRunner:
         finally:
             ticket.cancel()
             self.pool.release(lease, discard=discard)
-        truncated = len(rows) > max_rows
         rows = rows[:max_rows]
+        core = _encode({"columns": columns, "column_types": types, "rows": rows_to_json(rows)})
+        return CachedAnswer(core=core, row_count=len(rows), truncated=truncated)
+
+    @staticmethod
+    def _outcome(
+        answer: CachedAnswer,
+        lease: Lease,
+        max_rows: int,
+        started: float,
+        request_id: str,
+        *,
+        cached: bool,
+    ) -> QueryOutcome:
         elapsed_ms = round((time.monotonic() - started) * 1000, 3)
-        payload = {
-            "columns": columns,
-            "column_types": types,
-            "rows": rows_to_json(rows),
-            "row_count": len(rows),
-            "truncated": truncated,
-            "max_rows": max_rows,
-            "elapsed_ms": elapsed_ms,
-            "snapshot_at": lease.snapshot_at,
-            "request_id": request_id,
-        }
-        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-        return QueryOutcome(body, len(rows), truncated, lease.snapshot_at, elapsed_ms)
+        tail = _encode(
+            {
+                "row_count": answer.row_count,
+                "truncated": answer.truncated,
+                "max_rows": max_rows,
+                "elapsed_ms": elapsed_ms,
+                "snapshot_at": lease.snapshot_at,
+                "cached": cached,
+                "request_id": request_id,
+            }
+        )
+        body = b"{" + answer.core + b"," + tail + b"}"
+        return QueryOutcome(
+            body, answer.row_count, answer.truncated, lease.snapshot_at, elapsed_ms, cached
+        )
 
     @staticmethod
     def _execute(
         lease: Lease, sql: str, max_rows: int
     ) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
-        relation = lease.cursor.sql(sql)
-        if relation is None:  # pragma: no cover - the guard lets only SELECT statements through
-            raise ApiError(403, "forbidden_sql", "Only read queries are allowed.")
-        limited = relation.limit(max_rows + 1)
-        return list(limited.columns), [str(t) for t in limited.types], limited.fetchall()
+        """``execute`` streams: DuckDB produces rows only as ``fetchmany`` asks for them, so a
+        huge result costs ``max_rows + 1`` rows, not the whole result."""
+        cursor = lease.cursor
+        cursor.execute(sql)
+        description = cursor.description or []
+        rows = cursor.fetchmany(max_rows + 1)
+        return [d[0] for d in description], [str(d[1]) for d in description], rows
+
+
+def _encode(fields: dict[str, object]) -> bytes:
+    """The members of a JSON object without its braces, so parts can be joined into one."""
+    return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode()[1:-1]

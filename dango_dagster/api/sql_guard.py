@@ -20,6 +20,7 @@ No regular expression ever looks at the SQL text itself: only at names DuckDB pa
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -71,6 +72,37 @@ _ALLOWED_TABLE_FUNCTIONS = frozenset(
     }
 )
 
+# Table functions whose output depends only on their arguments (others read live state).
+_PURE_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "repeat_row",
+        "generate_subscripts",
+        "regexp_split_to_table",
+        "json_each",
+        "json_tree",
+    }
+)
+# Keywords DuckDB parses as column references and binds to the clock or the session.
+_SPECIAL_VALUES = frozenset(
+    {
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "localtime",
+        "localtimestamp",
+        "current_user",
+        "current_role",
+        "session_user",
+        "user",
+        "current_catalog",
+        "current_schema",
+    }
+)
+
 # Scalar functions are too many to allow-list; these name families read files, run other SQL or
 # touch secrets and logs. (External access off already stops the readers; this names the reason.)
 _FORBIDDEN_SCALAR = re.compile(
@@ -84,6 +116,9 @@ _FILE_LIKE = re.compile(
 )
 
 _PARSER = threading.local()
+_CONSISTENT: frozenset[str] | None = None
+_CONSISTENT_LOCK = threading.Lock()
+_CACHE_MAX_CHARS = 8192
 
 
 def _parser() -> duckdb.DuckDBPyConnection:
@@ -129,12 +164,33 @@ def _walk(tree: Any) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def check_sql(sql: str) -> None:
-    """Return if ``sql`` is exactly one plain read; raise ``SqlRejected`` (400 or 403) otherwise.
+def check_sql(sql: str) -> bool:
+    """Accept ``sql`` if it is exactly one plain read, else raise ``SqlRejected`` (400 or 403).
 
     400 means "not valid SQL" (or not exactly one statement); 403 means valid SQL that this API
-    will not run.
+    will not run. Returns whether the answer depends on the snapshot alone (no ``now()``,
+    ``random()``, ``SAMPLE``, settings or memory lookups), i.e. may be served from a cache while
+    the snapshot stays the same. The verdict depends on the text alone, so verdicts for short
+    texts (the same dashboard and script queries, over and over) are cached: parsing costs about
+    a millisecond.
     """
+    if len(sql) > _CACHE_MAX_CHARS:
+        return _check_sql(sql)
+    verdict = _cached_verdict(sql)
+    if isinstance(verdict, tuple):
+        raise SqlRejected(*verdict)
+    return verdict
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_verdict(sql: str) -> tuple[int, str, str] | bool:
+    try:
+        return _check_sql(sql)
+    except SqlRejected as exc:
+        return (exc.status, exc.code, exc.detail)
+
+
+def _check_sql(sql: str) -> bool:
     if not sql.strip():
         raise SqlRejected(400, "invalid_sql", "The SQL text is empty.")
     if "\x00" in sql:
@@ -162,10 +218,11 @@ def check_sql(sql: str) -> None:
             f"Only read queries (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE) are allowed; "
             f"this is a {kind.name} statement. The query API never changes the warehouse.",
         )
-    _check_tree(conn, sql)
+    return _check_tree(conn, sql)
 
 
-def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
+def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Refuse what the tree must not hold; return whether it is deterministic."""
     try:
         raw = conn.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()
     except duckdb.Error as exc:  # pragma: no cover - serializer failures come back as JSON
@@ -175,6 +232,8 @@ def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
         raise SqlRejected(
             400, "invalid_sql", f"DuckDB could not analyse the query: {tree.get('error_message')}"
         )
+    consistent = _consistent_functions(conn)
+    deterministic = True
     for node in _walk(tree):
         node_type = node.get("type")
         if (
@@ -189,6 +248,8 @@ def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
                 f"The query contains {what} (data-changing statements are not allowed, "
                 "not even inside a CTE).",
             )
+        if node.get("sample") is not None:
+            deterministic = False
         if node_type == "TABLE_FUNCTION":
             name = _function_name(node.get("function"))
             if name not in _ALLOWED_TABLE_FUNCTIONS:
@@ -199,6 +260,7 @@ def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
                     "published snapshot (no files, URLs, dynamic SQL or state changes). "
                     "Metadata functions such as duckdb_tables() and range() are allowed.",
                 )
+            deterministic = deterministic and name in _PURE_TABLE_FUNCTIONS
         elif node_type == "BASE_TABLE":
             name = str(node.get("table_name", ""))
             if _FILE_LIKE.search(name):
@@ -208,10 +270,31 @@ def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
                     f"{name!r} looks like a file or URL; the query API reads only tables of the "
                     "published snapshot.",
                 )
-        elif node.get("class") == "FUNCTION":
+        elif node.get("class") in ("FUNCTION", "WINDOW"):
             name = str(node.get("function_name", "")).lower()
             if _FORBIDDEN_SCALAR.match(name):
                 raise SqlRejected(403, "forbidden_sql", f"The function {name}() is not allowed.")
+            deterministic = deterministic and name in consistent
+        elif node.get("class") == "COLUMN_REF":
+            names = node.get("column_names") or []
+            if len(names) == 1 and str(names[0]).lower() in _SPECIAL_VALUES:
+                deterministic = False  # current_date & co. parse as column references
+    return deterministic
+
+
+def _consistent_functions(conn: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Functions whose every overload DuckDB marks CONSISTENT (same input, same output);
+    macros and anything unmarked count as not deterministic. Read once per process."""
+    global _CONSISTENT
+    with _CONSISTENT_LOCK:
+        if _CONSISTENT is None:
+            rows = conn.execute(
+                "SELECT function_name, bool_and(coalesce(stability = 'CONSISTENT', false)) "
+                "FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate', 'window') "
+                "GROUP BY function_name"
+            ).fetchall()
+            _CONSISTENT = frozenset(name.lower() for name, ok in rows if ok)
+        return _CONSISTENT
 
 
 def _function_name(function: Any) -> str:
