@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -73,10 +74,12 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def timed_snapshot(cfg: ProjectConfig, users: list[str]) -> tuple[float, SnapshotResult]:
+def timed_snapshot(
+    cfg: ProjectConfig, users: list[str], *, durable: bool = True
+) -> tuple[float, SnapshotResult]:
     os.sync()
     start = time.perf_counter()
-    result = take_snapshot(cfg, users=users)
+    result = take_snapshot(cfg, users=users, durable=durable)
     return time.perf_counter() - start, result
 
 
@@ -94,7 +97,11 @@ def _row(label: str, values: list[float], base: list[float]) -> str:
 
 
 def measure_against_cp(cfg: ProjectConfig, warehouse: Path, rounds: int) -> list[str]:
-    """``cp``, ``cp`` + ``sync`` and a snapshot (published, no users), interleaved per round."""
+    """``cp``, ``cp`` + ``sync`` and snapshots (published, no users), each once per round.
+
+    The order within a round is shuffled (seeded): on this kind of VM a big unlink or sync can
+    stall the next operation for seconds, and a fixed order would pin that on one contender.
+    """
     cp_target = cfg.snapshots_dir / "cp_copy.duckdb"
     sync_target = cfg.snapshots_dir / "cp_sync_copy.duckdb"
 
@@ -105,36 +112,52 @@ def measure_against_cp(cfg: ProjectConfig, warehouse: Path, rounds: int) -> list
         subprocess.run(["cp", str(warehouse), str(sync_target)], check=True)
         subprocess.run(["sync", str(sync_target)], check=True)
 
-    cp, cp_sync, snap, held = [], [], [], []
+    times: dict[str, list[float]] = {"cp": [], "cp+sync": [], "snap": [], "fast": [], "held": []}
+
+    def snapshot(durable: bool) -> None:
+        elapsed, result = timed_snapshot(cfg, [], durable=durable)
+        times["snap" if durable else "fast"].append(elapsed)
+        if durable:
+            times["held"].append(result.lock_held_seconds)
+
+    ops: list[Callable[[], None]] = [
+        lambda: times["cp"].append(timed(plain_cp)),
+        lambda: times["cp+sync"].append(timed(cp_and_sync)),
+        lambda: snapshot(True),
+        lambda: snapshot(False),
+    ]
     take_snapshot(cfg, users=[])  # warm-up: page cache, imports, an old file to replace
     plain_cp()
     cp_and_sync()
+    shuffle = random.Random(42).shuffle
     for _ in range(rounds):
-        cp.append(timed(plain_cp))
-        cp_sync.append(timed(cp_and_sync))
-        elapsed, result = timed_snapshot(cfg, [])
-        snap.append(elapsed)
-        held.append(result.lock_held_seconds)
+        shuffle(ops)
+        for op in ops:
+            op()
     cp_target.unlink()
     sync_target.unlink()
+    cp = times["cp"]
     return [
         "| operation | median s | best s | vs cp (medians) | vs cp (per round) |",
         "|---|---:|---:|---:|---:|",
         _row("`cp` (not durable)", cp, cp),
-        _row("`cp` + `sync FILE` (durable)", cp_sync, cp),
-        _row("`take_snapshot`, published, 0 users (durable)", snap, cp),
-        _row("of which the warehouse lock was held", held, cp),
+        _row("`cp` + `sync FILE` (durable)", times["cp+sync"], cp),
+        _row("`take_snapshot`, published, 0 users (durable)", times["snap"], cp),
+        _row("of which the warehouse lock was held", times["held"], cp),
+        _row("`take_snapshot(durable=False)` (no fsync, like `cp`)", times["fast"], cp),
     ]
 
 
 def measure_users(cfg: ProjectConfig, rounds: int, user_counts: list[int]) -> list[str]:
-    """Snapshots for 1, 10, 50... users, interleaved per round, in retention's steady state."""
+    """Snapshots for 1, 10, 50... users, shuffled per round, in retention's steady state."""
     groups = {n: [f"u{n}_{i:03d}" for i in range(n)] for n in user_counts}
     totals: dict[int, list[float]] = {n: [] for n in user_counts}
     places: dict[int, list[float]] = {n: [] for n in user_counts}
+    order = list(user_counts)
     for i in range(rounds + cfg.snapshots.retention):
-        for n, users in groups.items():
-            elapsed, result = timed_snapshot(cfg, users)
+        random.Random(i).shuffle(order)
+        for n in order:
+            elapsed, result = timed_snapshot(cfg, groups[n])
             if i >= cfg.snapshots.retention:  # from now on each run also deletes one per user
                 totals[n].append(elapsed)
                 places[n].append(result.place_seconds)

@@ -146,9 +146,9 @@ def snapshot_lock(
 
 
 def _resolve_users(config: ProjectConfig, users: Sequence[str] | None) -> list[str]:
-    wanted = config.notebook_users if users is None else list(users)
     if isinstance(users, str):
         raise TypeError("users must be a sequence of names, not one string")
+    wanted = config.notebook_users if users is None else list(users)
     return list(dict.fromkeys(sanitize_username(u) for u in wanted))
 
 
@@ -187,7 +187,10 @@ def _copy_under_lock(config: ProjectConfig, lock: AbstractContextManager[Any]) -
             seq = next_sequence(folders, taken_at.strftime(TIMESTAMP_FORMAT))
             stamp = taken_at.strftime(TIMESTAMP_FORMAT)
             temp = temp_path(config.snapshots_dir, "snapshot", stamp, seq)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise _copy_failed(temp.parent, exc) from exc
             copy = _Copy(temp, fd, 0, catalog, taken_at, seq)
             try:
                 copy.method = _copy_file(config.warehouse_path, copy)
@@ -202,22 +205,26 @@ def _copy_under_lock(config: ProjectConfig, lock: AbstractContextManager[Any]) -
     return copy
 
 
+def _copy_failed(folder: Path, exc: OSError) -> SnapshotError:
+    return SnapshotError(
+        f"Copying the warehouse to {folder} failed: {exc}. Free some space or fix the folder "
+        "and try again; the previous snapshots and the warehouse are untouched, and no partial "
+        "snapshot was left under a final name."
+    )
+
+
 def _copy_file(source: Path, copy: _Copy) -> str:
     from dango_dagster.filecopy import copy_into
 
-    src = os.open(source, os.O_RDONLY)
     try:
-        copy.size = os.fstat(src).st_size
+        src = os.open(source, os.O_RDONLY)
         try:
+            copy.size = os.fstat(src).st_size
             return copy_into(src, copy.fd, copy.size)
-        except OSError as exc:
-            raise SnapshotError(
-                f"Copying the warehouse to {copy.temp.parent} failed: {exc}. Free some space or "
-                "fix the folder and try again; the previous snapshots and the warehouse are "
-                "untouched, and no partial snapshot was left under a final name."
-            ) from exc
-    finally:
-        os.close(src)
+        finally:
+            os.close(src)
+    except OSError as exc:
+        raise _copy_failed(copy.temp.parent, exc) from exc
 
 
 def _close(copy: _Copy) -> None:
@@ -234,7 +241,7 @@ def _discard(copy: _Copy) -> None:
         copy.temp.unlink()
 
 
-def _fsync_and_verify(copy: _Copy) -> tuple[dict[str, int], float]:
+def _fsync_and_verify(copy: _Copy, durable: bool) -> tuple[dict[str, int], float]:
     """Flush the copy to disk while verifying it: one waits on the disk, the other on the CPU.
 
     Returns the verified row counts and the seconds the flush took. Both must succeed before
@@ -245,7 +252,8 @@ def _fsync_and_verify(copy: _Copy) -> tuple[dict[str, int], float]:
     def flush() -> None:
         start = time.monotonic()
         try:
-            os.fsync(copy.fd)
+            if durable:
+                os.fsync(copy.fd)
         except OSError as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - start
@@ -291,6 +299,7 @@ def take_snapshot(
     publish: bool = True,
     lock_timeout: float | None = 0.0,
     on_lock_wait: Callable[[LockWait], None] | None = None,
+    durable: bool = True,
 ) -> SnapshotResult:
     """Take one consistent snapshot, publish it and hand it to each notebook user.
 
@@ -299,6 +308,10 @@ def take_snapshot(
     with ``lock_timeout`` seconds of patience (0: fail at once, as the CLI does; None: forever)
     and ``on_lock_wait`` sees the wait. Raises ``SnapshotError`` (``WarehouseMissingError``)
     or ``DbtLockTimeout`` naming the holder; on any failure the previous snapshots are intact.
+
+    ``durable=False`` skips the ``fsync`` before the copy gets its final names: faster, but a
+    power cut soon after could leave a damaged snapshot while retention already removed an
+    older good one. Meant for throwaway projects and for measuring what durability costs.
     """
     started = time.monotonic()
     names = _resolve_users(config, users)
@@ -316,14 +329,14 @@ def take_snapshot(
     copy = _copy_under_lock(config, lock)
     try:
         verify_start = time.monotonic()
-        row_counts, fsync_seconds = _fsync_and_verify(copy)
+        row_counts, fsync_seconds = _fsync_and_verify(copy, durable)
         verified = time.monotonic()
         os.chmod(copy.temp, 0o444)
         published = _publish(copy, config.published_snapshot_path) if publish else None
         user_paths = {user: _link_user(copy, config.snapshots_dir, user) for user in names}
     finally:
         _discard(copy)
-    for folder in folders:
+    for folder in folders if durable else ():
         fsync_dir(folder)
     deleted = apply_retention(config.snapshots_dir, names, config.snapshots.retention)
     placed = time.monotonic()
