@@ -24,7 +24,7 @@ from api_support import (
 )
 
 from dango_dagster.config import load_config
-from dango_dagster.lock import read_lock_holder
+from dango_dagster.lock import DbtLock, read_lock_holder
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +108,22 @@ def test_stream_of_queries_does_not_delay_a_writer(env: tuple[ApiServer, str]) -
     # Opening the live file read-write succeeds at once (no reader holds it); generous bound.
     assert max(r["open_s"] for r in results) < 2.0, results
     assert len(statuses) > 20 and set(statuses) == {200}
+
+
+def test_snapshot_asset_publication_is_served_without_restart(env: tuple[ApiServer, str]) -> None:
+    """The real snapshot code (lock, CHECKPOINT, copy, verify, os.replace) feeds the API."""
+    import duckdb
+
+    from dango_dagster.snapshots import take_snapshot
+
+    server, key = env
+    config = load_config(server.project)
+    with DbtLock(server.project, source="test", operation="dbt build"):
+        con = duckdb.connect(str(config.warehouse_path))
+        con.execute("create or replace table marts.build_info as select 42 as version")
+        con.close()
+    before = server.query("select version from marts.build_info", key).json()
+    take_snapshot(config, users=[])
+    after = server.query("select version from marts.build_info", key).json()
+    assert after["rows"] == [[42]] and before["rows"] != after["rows"]
+    assert after["snapshot_at"] >= before["snapshot_at"]
