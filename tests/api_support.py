@@ -8,6 +8,7 @@ publishes them: written to a temporary name, made read-only, then ``os.replace``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,26 @@ class ApiServer:
                 self.proc.wait()
         self._log.close()
         self.http.close()
+
+
+# Limits high enough that no test is throttled unless it means to be.
+UNLIMITED = {"rate_limit": "100000/minute", "anonymous_rate_limit": "100000/minute"}
+
+
+@contextlib.contextmanager
+def served_project(
+    root: Path, key_name: str, *, publish: bool = True, workers: int = 1, **api: Any
+) -> Iterator[tuple[ApiServer, str]]:
+    """A project (generous rate limits unless ``api`` says otherwise), its published snapshot,
+    a running server and a key; the server stops on exit."""
+    write_project(root, **{**UNLIMITED, **api})
+    if publish:
+        publish_snapshot(root)
+    server = ApiServer(root, workers=workers)
+    try:
+        yield server, create_key(root, key_name)
+    finally:
+        server.stop()
 
 
 def audit_lines(project: Path) -> list[dict[str, Any]]:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from api_support import (
-    ApiServer,
-    audit_lines,
-    child,
-    create_key,
-    publish_snapshot,
-    write_project,
-)
+from api_support import audit_lines, child, served_project
 
 from dango_dagster.config import load_config
 
@@ -34,8 +28,6 @@ def test_concurrent_processes_append_whole_lines(tmp_path: Path) -> None:
     ]
     for proc in procs:
         assert proc.wait(timeout=120) == 0
-    import json
-
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(records) == writers * per_writer
     for writer in range(writers):
@@ -47,13 +39,8 @@ def test_concurrent_processes_append_whole_lines(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_workers_under_concurrent_load_audit_every_request(tmp_path: Path) -> None:
-    root = write_project(
-        tmp_path / "project", rate_limit="100000/minute", anonymous_rate_limit="100000/minute"
-    )
-    publish_snapshot(root)
-    server = ApiServer(root, workers=2)
-    try:
-        key = create_key(root, "load")
+    root = tmp_path / "project"
+    with served_project(root, "load", workers=2) as (server, key):
         cases = [
             ("select * from raw_shop.orders limit 20", key),
             ("drop table marts.fct_daily_sales", key),
@@ -75,8 +62,6 @@ def test_two_workers_under_concurrent_load_audit_every_request(tmp_path: Path) -
             thread.start()
         for thread in threads:
             thread.join()
-    finally:
-        server.stop()
     lines = [line for line in audit_lines(root) if line["path"] == "/api/query"]
     assert len(lines) == len(seen) == 240
     by_id = {line["request_id"]: line for line in lines}

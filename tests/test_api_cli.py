@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from api_support import ApiServer, create_key, free_port, publish_snapshot, run_cli, write_project
+from api_support import ApiServer, free_port, publish_snapshot, run_cli, served_project
 
 from dango_dagster.cli.query_cmd import format_table
 
@@ -19,20 +19,11 @@ RUNAWAY = "select count(*) from range(100000000) a, range(100000000) b where a.r
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    root = write_project(
-        tmp_path_factory.mktemp("api-cli") / "project",
-        query_max_rows=20,
-        rate_limit="100000/minute",
-        anonymous_rate_limit="100000/minute",
-    )
-    server = ApiServer(root)
-    try:
-        key = create_key(root, "cli")
+    root = tmp_path_factory.mktemp("api-cli") / "project"
+    with served_project(root, "cli", publish=False, query_max_rows=20) as (server, key):
         before_snapshot = run_cli("query", "select 1", "--url", server.url, "--key", key)
         publish_snapshot(root)
         yield server, key, before_snapshot
-    finally:
-        server.stop()
 
 
 def test_table_output_by_default_with_key_from_env(env: Env) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from api_support import ApiServer, create_key, publish_snapshot, write_project
+from api_support import ApiServer, served_project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import (
@@ -37,19 +37,9 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str]]:
-    root = write_project(
-        tmp_path_factory.mktemp("api-fuzz") / "project",
-        query_timeout_seconds=3,
-        max_sql_bytes=2000,
-        rate_limit="100000/minute",
-        anonymous_rate_limit="100000/minute",
-    )
-    publish_snapshot(root)
-    server = ApiServer(root)
-    try:
-        yield server, create_key(root, "fuzz")
-    finally:
-        server.stop()
+    root = tmp_path_factory.mktemp("api-fuzz") / "project"
+    with served_project(root, "fuzz", query_timeout_seconds=3, max_sql_bytes=2000) as env:
+        yield env
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from api_support import (
     create_key,
     publish_snapshot,
     run_cli,
+    served_project,
     write_project,
 )
 
@@ -29,20 +30,10 @@ TIMEOUT_S = 2.0
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str]]:
-    root = write_project(
-        tmp_path_factory.mktemp("api-server") / "project",
-        query_timeout_seconds=TIMEOUT_S,
-        query_max_rows=100,
-        max_sql_bytes=4000,
-        rate_limit="100000/minute",
-        anonymous_rate_limit="100000/minute",
-    )
-    publish_snapshot(root)
-    server = ApiServer(root)
-    try:
-        yield server, create_key(root, "server-tests")
-    finally:
-        server.stop()
+    root = tmp_path_factory.mktemp("api-server") / "project"
+    settings = {"query_timeout_seconds": TIMEOUT_S, "query_max_rows": 100, "max_sql_bytes": 4000}
+    with served_project(root, "server-tests", **settings) as env:
+        yield env
 
 
 def test_query_answers_rows_columns_and_snapshot_time(env: tuple[ApiServer, str]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import ApiServer, audit_for, create_key, publish_snapshot, write_project
+from api_support import ApiServer, audit_for, served_project
 
 LEAK_DIR_TOKEN = "__LEAK__"
 
@@ -150,19 +150,11 @@ LEGIT: list[tuple[str, str]] = [
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str, Path]]:
-    root = write_project(
-        tmp_path_factory.mktemp("api-sql") / "project",
-        rate_limit="100000/minute",
-        anonymous_rate_limit="100000/minute",
-    )
-    publish_snapshot(root)
-    leak_dir = root / "leak"
-    leak_dir.mkdir()
-    server = ApiServer(root)
-    try:
-        yield server, create_key(root, "sql-tests"), leak_dir
-    finally:
-        server.stop()
+    root = tmp_path_factory.mktemp("api-sql") / "project"
+    with served_project(root, "sql-tests") as (server, key):
+        leak_dir = root / "leak"
+        leak_dir.mkdir()
+        yield server, key, leak_dir
 
 
 def _snapshot_digest(root: Path) -> str:

@@ -14,14 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import (
-    ApiServer,
-    build_warehouse,
-    child,
-    create_key,
-    publish_snapshot,
-    write_project,
-)
+from api_support import ApiServer, build_warehouse, child, served_project
 
 from dango_dagster.config import load_config
 from dango_dagster.lock import DbtLock, read_lock_holder
@@ -31,18 +24,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str]]:
-    root = write_project(
-        tmp_path_factory.mktemp("api-writers") / "project",
-        rate_limit="100000/minute",
-        anonymous_rate_limit="100000/minute",
-    )
-    build_warehouse(load_config(root).warehouse_path)
-    publish_snapshot(root)
-    server = ApiServer(root)
-    try:
-        yield server, create_key(root, "writers")
-    finally:
-        server.stop()
+    root = tmp_path_factory.mktemp("api-writers") / "project"
+    with served_project(root, "writers") as env:
+        build_warehouse(load_config(root).warehouse_path)
+        yield env
 
 
 def test_writer_holding_the_live_file_does_not_delay_or_fail_queries(
