@@ -7,9 +7,17 @@ import io
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from api_support import ApiServer, free_port, publish_snapshot, run_cli, served_project
+from api_support import (
+    ApiServer,
+    free_port,
+    publish_snapshot,
+    run_cli,
+    served_project,
+    write_project,
+)
 
 from dango_dagster.cli.query_cmd import format_table
 
@@ -99,3 +107,11 @@ def test_format_table_aligns_and_marks_nulls() -> None:
         }
     )
     assert text.splitlines()[:4] == ["name |    n", "-----+-----", "a    |    1", "NULL | 22.5"]
+
+
+def test_serve_refuses_invalid_settings_naming_the_key(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "project", query_max_rows=0, rate_limit="lots")
+    out = run_cli("api", "serve", "--project", str(root), "--port", str(free_port()))
+    assert out.returncode == 3
+    assert "api.query_max_rows" in out.stderr and "api.rate_limit" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -194,6 +194,8 @@ def test_hostile_corpus_left_no_trace(env: tuple[ApiServer, str, Path]) -> None:
         "select current_setting('enable_external_access')": [[False]],
         "select current_setting('lock_configuration')": [[True]],
         "select current_setting('threads')": [[2]],
+        "select current_setting('memory_limit')": [["953.6 MiB"]],  # api.memory_limit: 1GB
+        "select current_setting('autoload_known_extensions')": [[False]],
         "select count(*) from duckdb_tables() where temporary": [[0]],
     }
     # Every pooled connection must be clean, so ask more times than there are connections.
