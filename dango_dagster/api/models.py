@@ -60,7 +60,8 @@ class ErrorResponse(BaseModel):
     error: str = Field(
         description=(
             "unauthorized, rate_limited, sql_too_large, invalid_sql, forbidden_sql, "
-            "query_failed, timeout, no_snapshot, snapshot_unavailable, busy, not_found"
+            "query_failed, timeout, no_snapshot, snapshot_unavailable, key_store_unavailable, "
+            "audit_unavailable, invalid_request, not_found"
         )
     )
     detail: str
@@ -78,10 +79,12 @@ _ERROR_DESCRIPTIONS = {
     400: "The SQL does not parse, names something that does not exist, or fails while running.",
     401: "Missing, unknown or revoked API key.",
     403: "The SQL is not a single read (writes, ATTACH, COPY, SET, PRAGMA, file readers...).",
-    408: "The query ran past the timeout and was cancelled inside DuckDB.",
+    408: "The query ran past its timeout and was cancelled inside DuckDB (or the timeout ran out "
+    "while it waited for a free connection).",
     413: "The SQL text is larger than api.max_sql_bytes.",
     429: "Rate limit reached; the Retry-After header says when to retry.",
-    503: "No published snapshot yet (run the pipeline), or every connection is busy.",
+    503: "No published snapshot yet (run the pipeline), or it, the key store or the audit log "
+    "cannot be used.",
 }
 
 

@@ -123,12 +123,14 @@ class QueryRunner:
     ) -> QueryOutcome:
         deterministic = check_sql(sql)
         deadline = started + timeout
-        if time.monotonic() >= deadline:
+        waited = time.monotonic() - started
+        if waited >= timeout:
             raise ApiError(
-                503,
-                "busy",
-                "Every query connection stayed busy for the whole timeout; retry shortly.",
-                headers={"Retry-After": "1"},
+                408,
+                "timeout",
+                f"The query's {timeout:g} s ran out before it could start ({waited:.1f} s "
+                f"waiting for one of the {self.pool.settings.pool_size} connections, all busy); "
+                "retry shortly.",
             )
         lease = self.pool.lease()
         generation = lease.generation.ident
