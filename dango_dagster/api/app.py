@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,6 @@ from dango_dagster.api.result_cache import ResultCache
 from dango_dagster.api.runner import QueryRunner
 from dango_dagster.config import ProjectConfig, load_config
 
-log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 KEY_FLUSH_INTERVAL_S = 5.0
 
