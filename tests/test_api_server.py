@@ -294,3 +294,20 @@ def test_unopenable_snapshot_is_503_not_500(tmp_path: Path) -> None:
         assert response.json()["error"] == "snapshot_unavailable"
     finally:
         server.stop()
+
+
+def test_unwritable_audit_log_fails_closed(tmp_path: Path) -> None:
+    """No answer leaves without its audit line: if the line cannot be written, 503."""
+    root = tmp_path / "project"
+    with served_project(root, "audit") as (server, key):
+        assert server.query("select 1", key).status_code == 200
+        audit = load_config(root).audit_log_path
+        audit.rename(audit.with_name("rotated.jsonl"))
+        audit.mkdir()  # the path can no longer be opened for appending (even by root)
+        response = server.query("select 42", key)
+        assert response.status_code == 503
+        assert response.json()["error"] == "audit_unavailable"
+        assert "rows" not in response.json()
+        audit.rmdir()
+        assert server.query("select 1", key).status_code == 200
+    assert len(audit.read_text().splitlines()) >= 1, "a new audit file is started"
