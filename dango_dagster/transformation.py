@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
+from dango_dagster.dbt_inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
 from dango_dagster.gate import POOL, WarehouseLockGate
 from dango_dagster.lock_os import file_mutex
 
@@ -38,13 +39,14 @@ def dbt_executable() -> str:
     return "dbt"
 
 
+def _dbt_vars(config: ProjectConfig) -> dict[str, str]:
+    warehouse = str(config.warehouse_path)
+    return {WAREHOUSE_ENV_VAR: warehouse, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+
 def dbt_env(config: ProjectConfig) -> dict[str, str]:
     """Environment for any dbt process: the warehouse path comes from the project config."""
-    return {
-        **os.environ,
-        WAREHOUSE_ENV_VAR: str(config.warehouse_path),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+    return {**os.environ, **_dbt_vars(config)}
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
@@ -83,19 +85,25 @@ def ensure_manifest(config: ProjectConfig) -> Path:
     with file_mutex(config.state_dir / "dbt_parse.lock"):
         if fresh():  # another process parsed while we waited
             return manifest
-        proc = subprocess.run(
-            [dbt_executable(), "parse", "--project-dir", str(project_dir)]
-            + ["--profiles-dir", str(project_dir), "--target", config.dbt_target, "--quiet"],
-            cwd=project_dir,
-            env=dbt_env(config),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0 or not manifest.exists():
+        args = ["parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
+        args += ["--target", config.dbt_target]
+        if config.settings.dbt.in_process:  # no second Python importing dbt again (~3 s)
+            code, errors = run_dbt(args, cwd=project_dir, env=_dbt_vars(config))
+            output = "\n".join(errors)
+        else:
+            proc = subprocess.run(
+                [dbt_executable(), *args, "--quiet"],
+                cwd=project_dir,
+                env=dbt_env(config),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            code, output = proc.returncode, proc.stdout[-4000:] + proc.stderr[-4000:]
+    if code != 0 or not manifest.exists():
         raise RuntimeError(
-            f"`dbt parse` of {project_dir} failed (exit {proc.returncode}); fix the dbt project "
-            f"and reload the definitions.\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+            f"`dbt parse` of {project_dir} failed (exit {code}); fix the dbt project "
+            f"and reload the definitions.\n{output[-8000:]}"
         )
     return manifest
 
@@ -125,7 +133,16 @@ class DangoDbtCliResource(DbtCliResource):
     """``DbtCliResource`` without the ``dbt --version`` subprocess (~2.5 s) before every command.
 
     The dbt executable is this environment's own, so its version is the installed dbt-core's.
+    With ``in_process`` (the ``dbt.in_process`` setting), dbt runs inside this process instead of
+    a subprocess (see ``dbt_inprocess``); the Dagster events are the same either way.
     """
+
+    in_process: bool = False
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> Any:
+        if self.in_process and args and args[0] in IN_PROCESS_COMMANDS:
+            return in_process_cli(self, args, **kwargs)
+        return super().cli(args, **kwargs)
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -139,7 +156,7 @@ class DangoDbtCliResource(DbtCliResource):
     def _initialize_dbt_core_adapter(self, args: Any) -> Any:
         # dagster-dbt builds an in-process dbt adapter (importing dbt's adapter stack and parsing
         # every macro, seconds on 2 cores) only to fetch row counts and column metadata, which we
-        # read straight from DuckDB under the lock instead. dbt itself runs as a subprocess.
+        # read straight from DuckDB under the lock instead.
         return None
 
 
@@ -149,6 +166,7 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
         profiles_dir=str(config.dbt_project_dir),
         target=config.dbt_target,
         dbt_executable=dbt_executable(),
+        in_process=config.settings.dbt.in_process,
     )
 
 
