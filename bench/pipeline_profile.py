@@ -39,7 +39,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "  dlt normalize": ("dlt/pipeline/pipeline.py", "normalize"),
     "  dlt load": ("dlt/pipeline/pipeline.py", "load"),
     "dbt step (dbt_models)": ("dango_dagster/transformation.py", "dbt_models"),
-    "  dbt process output (dbt running)": (
+    "  waiting on dbt (process or thread)": (
         "dagster_dbt/core/dbt_cli_invocation.py",
         "_stream_stdout",
     ),
@@ -138,7 +138,7 @@ def format_profile(result: dict[str, Any]) -> list[str]:
     wall = result["wall_seconds"]
     rows = [("process wall time (profiled)", wall, None)]
     outside = wall - result["in_process_seconds"] - result["stats_seconds"]
-    rows.append(("process start + exit (outside main)", outside, None))
+    rows.append(("process start + interpreter exit (final GC)", outside, None))
     imports = result["imports"]
     rows.append(("imports (all, -X importtime)", imports["total_seconds"], None))
     for name, seconds in sorted(imports["first_import_seconds"].items(), key=lambda kv: -kv[1]):
