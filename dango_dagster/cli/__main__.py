@@ -1,5 +1,3 @@
-import sys
+from dango_dagster.cli import console_main
 
-from dango_dagster.cli import main
-
-sys.exit(main())
+console_main()
