@@ -8,6 +8,7 @@ The whole ``dbt build`` holds the warehouse lock, since dbt writes from its firs
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -192,6 +193,23 @@ def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg
     return counts
 
 
+# dagster-dbt gives every invocation its own target folder (``target/<op>-<run>-<id>``) and never
+# removes them: a sensor-driven project would fill its disk with manifests. Keep the newest few
+# for debugging.
+KEEP_INVOCATION_TARGETS = 5
+
+
+def prune_invocation_targets(project_dir: Path, op_name: str, keep: int = KEEP_INVOCATION_TARGETS):
+    """Delete all but the newest ``keep`` per-invocation target folders of ``op_name``."""
+    folders = sorted(
+        (p for p in (project_dir / "target").glob(f"{op_name}-*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in folders[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     """``@dbt_assets`` over the project's dbt project, every model writing under the gate."""
     manifest = ensure_manifest(config)
@@ -229,6 +247,7 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                 if isinstance(e, dg.Output)
             ]
             rows = _table_row_counts(cfg, built) if error is None else {}
+        prune_invocation_targets(cfg.dbt_project_dir, context.op_execution_context.op.name)
         context.log.info(
             f"dbt build took {time.monotonic() - started:.1f} s "
             f"(lock wait {session.wait_seconds:.2f} s, held {session.held_seconds:.2f} s)"
