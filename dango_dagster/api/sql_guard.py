@@ -33,8 +33,8 @@ from dango_dagster.api.errors import SqlRejected
 
 _QUERY_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
 
-# Table functions that only read the snapshot's catalog or compute values.
-_ALLOWED_TABLE_FUNCTIONS = frozenset(
+# Table functions whose output depends only on their arguments (others read live state).
+_PURE_TABLE_FUNCTIONS = frozenset(
     {
         "range",
         "generate_series",
@@ -45,6 +45,12 @@ _ALLOWED_TABLE_FUNCTIONS = frozenset(
         "regexp_split_to_table",
         "json_each",
         "json_tree",
+    }
+)
+
+# Table functions that only read the snapshot's catalog or compute values.
+_ALLOWED_TABLE_FUNCTIONS = _PURE_TABLE_FUNCTIONS | frozenset(
+    {
         "summary",
         "icu_calendar_names",
         "pg_timezone_names",
@@ -69,21 +75,6 @@ _ALLOWED_TABLE_FUNCTIONS = frozenset(
         "pragma_version",
         "pragma_platform",
         "pragma_collations",
-    }
-)
-
-# Table functions whose output depends only on their arguments (others read live state).
-_PURE_TABLE_FUNCTIONS = frozenset(
-    {
-        "range",
-        "generate_series",
-        "unnest",
-        "repeat",
-        "repeat_row",
-        "generate_subscripts",
-        "regexp_split_to_table",
-        "json_each",
-        "json_tree",
     }
 )
 # Keywords DuckDB parses as column references and binds to the clock or the session.
