@@ -66,7 +66,7 @@ class PipelineResult:
         return sum(t.rows or 0 for t in self.tables if t.key.startswith("raw_"))
 
 
-def _selection(defs: dg.Definitions, config: ProjectConfig, sources: Sequence[str] | None) -> Any:
+def _selection(config: ProjectConfig, sources: Sequence[str] | None) -> Any:
     import dagster as dg
 
     if not sources:
@@ -111,14 +111,13 @@ def run_pipeline(
     terminal for ``progress``: dbt's output goes to ``.dango/logs/sync_<id>.log`` and only
     Dagster's warnings and errors are printed (everything is in the run's event log anyway).
     """
-
     from dango_dagster.defs_builder import build_definitions
 
     started = time.monotonic()
     instance = instance or open_instance(config)
     defs = build_definitions(config)
     job = defs.resolve_job_def("dango_pipeline")
-    selection = _selection(defs, config, sources).resolve(defs.resolve_asset_graph())
+    selection = _selection(config, sources).resolve(defs.resolve_asset_graph())
     run_id = str(uuid.uuid4())
     tags = {SYNC_TAG: launched_by}
     if wait_seconds is not None:
