@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dango_dagster.config import ProjectConfig, shipped_file
+from dango_dagster.lock_os import file_mutex
 from dango_dagster.status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
@@ -37,11 +38,18 @@ def ensure_dagster_home(config: ProjectConfig) -> Path:
 
 
 def open_instance(config: ProjectConfig) -> dg.DagsterInstance:
-    """A persistent instance (pool limits only hold on one), pointed at the project's home."""
+    """A persistent instance (pool limits only hold on one), pointed at the project's home.
+
+    Opening a new home creates its SQLite storage and runs its migrations; two syncs started at
+    once on a fresh project would both do it and one fails on a duplicate alembic version, so
+    opening is serialised per home.
+    """
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(config))
-    return dg.DagsterInstance.get()
+    home = ensure_dagster_home(config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    with file_mutex(home / ".open.lock"):
+        return dg.DagsterInstance.get()
 
 
 @dataclass

@@ -83,3 +83,25 @@ def test_sync_with_wait_completes_after_release(demo: Path) -> None:
 
     with dg.DagsterInstance.from_config(str(config.dagster_home)) as instance:
         assert any(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
+
+
+@pytest.mark.slow
+def test_two_queued_syncs_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two writers started together: one waits for the other, neither fails."""
+    project = init_demo_project(tmp_path / "shop", rows=100)
+    procs = [
+        subprocess.Popen(
+            [CLI, "sync", "--project", str(project), "--wait", "180"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    config = load_config(project)
+    phases = [json.loads(p.read_text())["phase"] for p in config.state_dir.glob("sync_status_*")]
+    assert phases == ["completed", "completed"]
+    with duckdb.connect(str(config.published_snapshot_path), read_only=True) as snap:
+        assert snap.execute("select count(*) from raw_shop.orders").fetchone()[0] == 100
