@@ -8,7 +8,6 @@ look. Each file is replaced atomically, so a reader never sees half of one.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dango_dagster.fsutil import atomic_write_json
+from dango_dagster.lock_info import now_iso
 
 Phase = Literal["queued", "lock_waiting", "data_load", "dbt", "snapshot", "completed", "failed"]
 PHASES: tuple[str, ...] = (
@@ -42,17 +42,13 @@ def status_path(state_dir: Path, sync_id: str) -> Path:
     return state_dir / f"sync_status_{sync_id}.json"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
 @dataclass
 class SyncStatus:
     """The status file of one run. ``update`` rewrites the whole file atomically."""
 
     state_dir: Path
     run_id: str
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=now_iso)
     _data: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,7 +84,7 @@ class SyncStatus:
                 "run_id": self.run_id,
                 "pid": os.getpid(),
                 "started_at": self.started_at,
-                "updated_at": _now(),
+                "updated_at": now_iso(),
                 **self._data,
             },
         )

@@ -13,7 +13,6 @@ so identical queries can be grouped without comparing long texts.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -21,6 +20,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from dango_dagster.lock_info import now_iso
 
 if sys.platform != "win32":
     import fcntl
@@ -67,7 +68,7 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as one line; raises OSError if the disk refuses."""
-        record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **record}
+        record = {"time": now_iso(), **record}
         try:
             line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates in a hostile SQL text: escape everything
