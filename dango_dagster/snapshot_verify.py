@@ -104,7 +104,8 @@ def checkpoint_and_catalog(con: Any, path: Path) -> Catalog:
     return catalog
 
 
-def _quote(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier, quoted (catalog names come from the warehouse, never trusted)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -139,7 +140,7 @@ def verify_copy(copy: Path, expected: Catalog, size: int) -> dict[str, int]:
         counts: dict[str, int] = {}
         for schema, name, kind, _, _ in got.entries:
             if kind == "table" and schema in COUNTED_SCHEMAS:
-                sql = f"select count(*) from {_quote(schema)}.{_quote(name)}"
+                sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
                 counts[f"{schema}.{name}"] = int(con.execute(sql).fetchone()[0])
         return counts
     except duckdb.Error as exc:

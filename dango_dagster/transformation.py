@@ -175,6 +175,8 @@ def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg
     """Row counts of the dbt tables just built (read while still holding the lock)."""
     import duckdb
 
+    from dango_dagster.snapshot_verify import quote_ident
+
     counts: dict[dg.AssetKey, int] = {}
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
         tables = {
@@ -187,9 +189,8 @@ def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg
         for key in keys:
             if len(key.path) == 2 and tuple(key.path) in tables:
                 schema, table = key.path
-                counts[key] = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[
-                    0
-                ]
+                sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(table)}"
+                counts[key] = con.execute(sql).fetchone()[0]
     return counts
 
 
