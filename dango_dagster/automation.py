@@ -43,10 +43,11 @@ def uploads_fingerprint(config: ProjectConfig, source: SourceSettings) -> tuple[
     """A digest of a source's files (name, size, mtime) and the newest mtime among them."""
     digest = hashlib.sha256()
     newest = 0.0
+    root = config.source_path(source)
     for path in _upload_files(config, source):
         st = path.stat()
         newest = max(newest, st.st_mtime)
-        rel = path.relative_to(config.source_path(source)).as_posix()
+        rel = path.relative_to(root).as_posix()
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16], newest
 

@@ -7,7 +7,6 @@ this process with the in-process executor: no daemon, no extra process per step.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 import time
@@ -42,14 +41,15 @@ def open_instance(config: ProjectConfig) -> dg.DagsterInstance:
 
     Opening a new home creates its SQLite storage and runs its migrations; two syncs started at
     once on a fresh project would both do it and one fails on a duplicate alembic version, so
-    opening is serialised per home.
+    opening is serialised per home. The home is passed explicitly rather than through
+    ``DAGSTER_HOME``, so this process's environment (which ``config.dagster_home`` reads) stays
+    as the user set it.
     """
     import dagster as dg
 
     home = ensure_dagster_home(config)
-    os.environ["DAGSTER_HOME"] = str(home)
     with file_mutex(home / ".open.lock"):
-        return dg.DagsterInstance.get()
+        return dg.DagsterInstance.from_config(str(home))
 
 
 @dataclass
