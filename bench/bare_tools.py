@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline
 from dango_dagster.demo import init_demo_project
-from dango_dagster.sources import build_dlt_source, build_pipeline
 
 STEPS = ("extract", "normalize", "load", "dlt_total", "dbt_build", "total")
 

@@ -97,7 +97,7 @@ def time_bare_dbt(config: ProjectConfig) -> dict:
 def bench_size(base: Path, rows: int, repeat: int) -> dict[str, list[dict]]:
     from dagster import DagsterInstance
 
-    from dango_dagster.runner import ensure_dagster_home
+    from dango_dagster.sync import ensure_dagster_home
 
     config = load_config(init_demo_project(base / f"demo_{rows}", rows=rows))
     instance = DagsterInstance.from_config(str(ensure_dagster_home(config)))

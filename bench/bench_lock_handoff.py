@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from dango_dagster.fsutil import atomic_write_json
+from dango_dagster._fs import atomic_write_json
 from dango_dagster.lock import DbtLock, LockHolder, LockWait, lock_paths
-from dango_dagster.lock_info import clean_stale_info, now_iso
-from dango_dagster.lock_os import open_lock_file, try_lock, unlock
+from dango_dagster.lock.info import clean_stale_info, now_iso
+from dango_dagster.lock.primitives import open_lock_file, try_lock, unlock
 
 
 class PollingLock:

@@ -81,8 +81,8 @@ def prepare_project(base: Path, rows: int) -> tuple[ProjectConfig, Any]:
     (so no path pays the one-off ``dbt parse`` or instance set-up in its first repetition)."""
     from dagster import DagsterInstance
 
-    from dango_dagster.runner import ensure_dagster_home
-    from dango_dagster.transformation import ensure_manifest
+    from dango_dagster.defs.dbt.assets import ensure_manifest
+    from dango_dagster.sync import ensure_dagster_home
 
     root = init_demo_project(base / f"demo_{rows}", rows=rows)
     settings_path = root / CONFIG_RELPATH

@@ -6,6 +6,6 @@ read from its ``.dango/project.yml`` (see ``dango_dagster.config``).
 """
 
 from dango_dagster.config import load_config
-from dango_dagster.defs_builder import build_definitions
+from dango_dagster.defs.builder import build_definitions
 
 defs = build_definitions(load_config())

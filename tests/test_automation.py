@@ -8,11 +8,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dango_dagster.automation import REFRESH_SCHEDULE, UPLOADS_SENSOR
 from dango_dagster.config import load_config
-from dango_dagster.defs_builder import build_definitions
+from dango_dagster.defs.automation import REFRESH_SCHEDULE, UPLOADS_SENSOR
+from dango_dagster.defs.builder import build_definitions
+from dango_dagster.defs.snapshot_asset import SNAPSHOT_KEY
 from dango_dagster.demo import init_demo_project
-from dango_dagster.snapshot_asset import SNAPSHOT_KEY
 
 NEW_ORDERS = "order_id,customer_id,order_date,status\n900001,1,2031-01-01,completed\n"
 

@@ -17,14 +17,14 @@ import duckdb
 import pytest
 
 from dango_dagster.config import ProjectConfig, load_config
-from dango_dagster.defs_builder import build_definitions
-from dango_dagster.demo import init_demo_project
-from dango_dagster.gate import WarehouseLockGate
-from dango_dagster.transformation import (
+from dango_dagster.defs.builder import build_definitions
+from dango_dagster.defs.dbt.assets import (
     DangoDbtCliResource,
     build_dbt_assets,
     dbt_executable,
 )
+from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.demo import init_demo_project
 
 pytestmark = pytest.mark.slow
 
@@ -258,7 +258,7 @@ def test_stop_request_interrupts_dbt_like_ctrl_c(shop: ProjectConfig, python_exe
 
     import orjson
 
-    from dango_dagster.dbt_inprocess import InProcessDbt
+    from dango_dagster.defs.dbt.inprocess import InProcessDbt
 
     project = shop.dbt_project_dir
     args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
@@ -276,7 +276,7 @@ def test_stop_request_interrupts_dbt_like_ctrl_c(shop: ProjectConfig, python_exe
 
 
 def test_parse_error_at_load_names_the_problem(tmp_path: Path) -> None:
-    from dango_dagster.transformation import ensure_manifest
+    from dango_dagster.defs.dbt.assets import ensure_manifest
 
     config = load_config(init_demo_project(tmp_path / "broken", rows=10))
     model = config.dbt_project_dir / "models" / "staging" / "stg_payments.sql"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dango_dagster.config import REPO_ROOT, ProjectConfig, load_config
+from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline
 from dango_dagster.demo import init_demo_project
-from dango_dagster.sources import build_dlt_source, build_pipeline
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 MARTS = ("fct_orders", "fct_daily_sales", "dim_customers")

@@ -14,6 +14,7 @@ import pytest
 from dango_dagster import config as config_module
 from dango_dagster.cli import main
 from dango_dagster.config import load_config
+from dango_dagster.defs.ingestion.sources import source_tables
 from dango_dagster.demo import (
     ORDER_STATUSES,
     PAYMENT_METHODS,
@@ -21,7 +22,6 @@ from dango_dagster.demo import (
     generate_demo_data,
     init_demo_project,
 )
-from dango_dagster.sources import source_tables
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

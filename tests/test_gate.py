@@ -13,8 +13,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dango_dagster.gate import LOCK_TAG, POOL, WarehouseLockGate, lock_timeout_for_run
-from dango_dagster.status import read_status, status_path
+from dango_dagster.defs.gate import LOCK_TAG, POOL, WarehouseLockGate, lock_timeout_for_run
+from dango_dagster.sync_status import read_status, status_path
 
 HOLDER_SCRIPT = textwrap.dedent(
     """
@@ -189,8 +189,8 @@ def write_then_fail(context: dg.AssetExecutionContext, warehouse_gate: Warehouse
 
 
 def test_run_failure_sensor_records_the_failure(project_dir: Path) -> None:
-    from dango_dagster.automation import build_status_sensors
     from dango_dagster.config import load_config
+    from dango_dagster.defs.automation import build_status_sensors
 
     failure_sensor, _ = build_status_sensors(load_config(project_dir))
     gate = WarehouseLockGate(project_dir=str(project_dir))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from lockprocs.harness import Spawner, spawner_fixture
 
+from dango_dagster._fs import atomic_write_json
 from dango_dagster.cli.lock_cmd import lock_report
-from dango_dagster.fsutil import atomic_write_json
 from dango_dagster.lock import (
     DbtLock,
     DbtLockError,
@@ -23,8 +23,8 @@ from dango_dagster.lock import (
     read_holder_info,
     read_lock_holder,
 )
-from dango_dagster.lock_info import kernel_lock_pids
-from dango_dagster.lock_os import open_lock_file, poll_lock, unlock
+from dango_dagster.lock.info import kernel_lock_pids
+from dango_dagster.lock.primitives import open_lock_file, poll_lock, unlock
 
 spawn = pytest.fixture(spawner_fixture, name="spawn")
 

@@ -7,9 +7,9 @@ import duckdb
 import pytest
 
 from dango_dagster.config import load_config
-from dango_dagster.defs_builder import build_definitions
+from dango_dagster.defs.builder import build_definitions
+from dango_dagster.defs.snapshot_asset import SNAPSHOT_KEY
 from dango_dagster.demo import init_demo_project
-from dango_dagster.snapshot_asset import SNAPSHOT_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -16,14 +16,6 @@ from hypothesis import strategies as st
 from snapshot_support import make_warehouse, table_rows, write_config
 
 from dango_dagster.config import ProjectConfig, load_config
-from dango_dagster.snapshot_files import (
-    clean_stale_temps,
-    next_sequence,
-    parse_snapshot_name,
-    snapshot_filename,
-    temp_path,
-)
-from dango_dagster.snapshot_verify import Catalog, verify_copy
 from dango_dagster.snapshots import (
     InvalidUsernameError,
     SnapshotError,
@@ -33,6 +25,14 @@ from dango_dagster.snapshots import (
     sanitize_username,
     take_snapshot,
 )
+from dango_dagster.snapshots.files import (
+    clean_stale_temps,
+    next_sequence,
+    parse_snapshot_name,
+    snapshot_filename,
+    temp_path,
+)
+from dango_dagster.snapshots.verify import Catalog, verify_copy
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def _dead_pid() -> int:
 
 def test_verification_rejects_a_bad_copy(config: ProjectConfig, tmp_path: Path) -> None:
     """A short copy, a copy that is not a database, a copy that misses the WAL: all refused."""
-    from dango_dagster.snapshot_verify import checkpoint_and_catalog
+    from dango_dagster.snapshots.verify import checkpoint_and_catalog
 
     # Committed rows that live only in the WAL (no checkpoint on shutdown).
     con = duckdb.connect(str(config.warehouse_path))

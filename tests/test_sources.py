@@ -15,8 +15,7 @@ import pytest
 from dlt.common.runtime import anon_tracker
 
 from dango_dagster.config import ProjectConfig, load_config
-from dango_dagster.demo import init_demo_project
-from dango_dagster.sources import (
+from dango_dagster.defs.ingestion.sources import (
     FILE_COLUMN,
     SourceError,
     build_dlt_source,
@@ -24,6 +23,7 @@ from dango_dagster.sources import (
     source_tables,
     table_files,
 )
+from dango_dagster.demo import init_demo_project
 
 
 def _config(root: Path, yaml_text: str) -> ProjectConfig:
@@ -180,7 +180,7 @@ def test_dlt_needs_no_home_folder(tmp_path: Path) -> None:
     home.mkdir()
     script = (
         "import sys; from dango_dagster.config import load_config; "
-        "from dango_dagster.sources import build_dlt_source, build_pipeline; "
+        "from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline; "
         "c = load_config(sys.argv[1]); s = c.source('shop'); "
         "build_pipeline(c, s).run(build_dlt_source(c, s)).raise_on_failed_jobs()"
     )

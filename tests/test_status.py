@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dango_dagster.status import SyncStatus, cleanup_finished, list_statuses, read_status
+from dango_dagster.sync_status import SyncStatus, cleanup_finished, list_statuses, read_status
 
 
 def test_status_file_fields_and_resume(tmp_path: Path) -> None:

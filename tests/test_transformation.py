@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from dango_dagster.transformation import prune_invocation_targets
+from dango_dagster.defs.dbt.assets import prune_invocation_targets
 
 
 def test_only_the_newest_invocation_targets_are_kept(tmp_path: Path) -> None:

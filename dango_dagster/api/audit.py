@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dango_dagster.lock_info import now_iso
+from dango_dagster.lock.info import now_iso
 
 if sys.platform != "win32":
     import fcntl

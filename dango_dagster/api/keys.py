@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dango_dagster.fsutil import atomic_write_json
+from dango_dagster._fs import atomic_write_json
 
 if sys.platform != "win32":
     import fcntl

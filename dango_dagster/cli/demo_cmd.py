@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Generated the demo data ({args.rows} orders):")
         _print_uploads(config)
     print(f"Running the pipeline of {config.root} through Dagster ...", flush=True)
-    from dango_dagster.runner import ensure_dagster_home, run_pipeline
+    from dango_dagster.sync import ensure_dagster_home, run_pipeline
 
     outcome = run_pipeline(
         config,

@@ -47,7 +47,7 @@ def _fmt_age(seconds: float | None) -> str:
 def lock_report(project_dir: Path) -> dict[str, Any]:
     """Everything `lock status` shows, as data (the CLI prints it; tests and scripts read it)."""
     from dango_dagster.lock import lock_paths, read_holder_info, read_lock_holder
-    from dango_dagster.lock_info import stale_reason
+    from dango_dagster.lock.info import stale_reason
 
     lock_path, info_path = lock_paths(project_dir)
     holder = read_lock_holder(project_dir)

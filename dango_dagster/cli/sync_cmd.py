@@ -89,7 +89,7 @@ def handle_sync(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_LOCKED
-    from dango_dagster.runner import run_pipeline
+    from dango_dagster.sync import run_pipeline
 
     started = time.monotonic()
     outcome = run_pipeline(

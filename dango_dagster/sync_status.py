@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dango_dagster.fsutil import atomic_write_json
-from dango_dagster.lock_info import now_iso
+from dango_dagster._fs import atomic_write_json
+from dango_dagster.lock.info import now_iso
 
 Phase = Literal["queued", "lock_waiting", "data_load", "dbt", "snapshot", "completed", "failed"]
 PHASES: tuple[str, ...] = (

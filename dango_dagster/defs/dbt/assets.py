@@ -23,9 +23,9 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.dbt_inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
-from dango_dagster.gate import POOL, WarehouseLockGate
-from dango_dagster.lock_os import file_mutex
+from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
+from dango_dagster.defs.gate import POOL, WarehouseLockGate
+from dango_dagster.lock.primitives import file_mutex
 
 WAREHOUSE_ENV_VAR = "DANGO_WAREHOUSE_PATH"
 _SKIP_DIRS = {"target", "logs", "dbt_packages", ".venv", "__pycache__"}
@@ -175,7 +175,7 @@ def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg
     """Row counts of the dbt tables just built (read while still holding the lock)."""
     import duckdb
 
-    from dango_dagster.snapshot_verify import quote_ident
+    from dango_dagster.snapshots.verify import quote_ident
 
     counts: dict[dg.AssetKey, int] = {}
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:

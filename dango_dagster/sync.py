@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dango_dagster.config import ProjectConfig, shipped_file
-from dango_dagster.lock_os import file_mutex
-from dango_dagster.status import SyncStatus, cleanup_finished, read_status, status_path
+from dango_dagster.lock.primitives import file_mutex
+from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -119,7 +119,7 @@ def run_pipeline(
     terminal for ``progress``: dbt's output goes to ``.dango/logs/sync_<id>.log`` and only
     Dagster's warnings and errors are printed (everything is in the run's event log anyway).
     """
-    from dango_dagster.defs_builder import build_definitions
+    from dango_dagster.defs.builder import build_definitions
 
     started = time.monotonic()
     instance = instance or open_instance(config)

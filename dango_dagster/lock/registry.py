@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dango_dagster.lock_info import LockHolder
-from dango_dagster.lock_os import BlockingWaiter
+from dango_dagster.lock.info import LockHolder
+from dango_dagster.lock.primitives import BlockingWaiter
 
 
 @dataclass

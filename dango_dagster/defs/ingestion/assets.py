@@ -14,9 +14,9 @@ from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig, SourceSettings
-from dango_dagster.gate import POOL, WarehouseLockGate
-from dango_dagster.lock_os import file_mutex
-from dango_dagster.sources import build_dlt_source, build_pipeline, source_tables
+from dango_dagster.defs.gate import POOL, WarehouseLockGate
+from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
+from dango_dagster.lock.primitives import file_mutex
 
 
 def source_asset_key(source: SourceSettings, table: str) -> dg.AssetKey:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dango_dagster.automation import (
+from dango_dagster.config import ProjectConfig
+from dango_dagster.defs.automation import (
     build_refresh_schedule,
     build_status_sensors,
     build_uploads_sensor,
 )
-from dango_dagster.config import ProjectConfig
-from dango_dagster.gate import WarehouseLockGate
-from dango_dagster.ingestion import build_ingestion_assets, source_specs
-from dango_dagster.snapshot_asset import build_snapshot_asset
-from dango_dagster.transformation import build_dbt_assets, build_dbt_resource
+from dango_dagster.defs.dbt.assets import build_dbt_assets, build_dbt_resource
+from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.ingestion.assets import build_ingestion_assets, source_specs
+from dango_dagster.defs.snapshot_asset import build_snapshot_asset
 
 # The main job: every source, every dbt model, then the snapshot.
 PIPELINE_JOB = dg.define_asset_job(

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from dango_dagster.config import ProjectConfig, load_config
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
-from dango_dagster.status import Phase, SyncStatus
+from dango_dagster.sync_status import Phase, SyncStatus
 
 POOL = "dango_warehouse"
 LOCK_TAG = "dango/lock"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig, SourceSettings
-from dango_dagster.status import SyncStatus, cleanup_finished, read_status, status_path
+from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (

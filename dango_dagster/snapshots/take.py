@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.lock import DbtLock, LockWait
-from dango_dagster.snapshot_files import (
+from dango_dagster.lock.core import DbtLock, LockWait
+from dango_dagster.snapshots.files import (
     TIMESTAMP_FORMAT,
     InvalidUsernameError,
     SnapshotInfo,
@@ -49,7 +49,7 @@ from dango_dagster.snapshot_files import (
     snapshot_filename,
     temp_path,
 )
-from dango_dagster.snapshot_verify import (
+from dango_dagster.snapshots.verify import (
     Catalog,
     SnapshotError,
     WarehouseMissingError,
@@ -214,7 +214,7 @@ def _copy_failed(folder: Path, exc: OSError) -> SnapshotError:
 
 
 def _copy_file(source: Path, copy: _Copy) -> str:
-    from dango_dagster.filecopy import copy_into
+    from dango_dagster.snapshots.copy import copy_into
 
     try:
         src = os.open(source, os.O_RDONLY)

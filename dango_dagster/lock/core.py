@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dango_dagster.fsutil import atomic_write_json
-from dango_dagster.lock_info import (
+from dango_dagster._fs import atomic_write_json
+from dango_dagster.lock.info import (
     LockHolder,
     LockWait,
     clean_stale_info,
@@ -43,7 +43,7 @@ from dango_dagster.lock_info import (
     process_start_time,
     read_holder_info,
 )
-from dango_dagster.lock_os import (
+from dango_dagster.lock.primitives import (
     IS_WINDOWS,
     BlockingWaiter,
     open_lock_file,
@@ -53,7 +53,7 @@ from dango_dagster.lock_os import (
     try_lock,
     unlock,
 )
-from dango_dagster.lock_registry import (
+from dango_dagster.lock.registry import (
     Held,
     KeyState,
     generation,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dango_dagster.gate import POOL, WarehouseLockGate
+from dango_dagster.defs.gate import POOL, WarehouseLockGate
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dango_dagster.lock_info import LockHolder, holder_is_alive, process_start_time
+from dango_dagster.lock.info import LockHolder, holder_is_alive, process_start_time
 
 __all__ = [
     "InvalidUsernameError",

@@ -1,0 +1,1 @@
+"""Everything that imports Dagster: the gate, assets, automation and the definitions builder."""

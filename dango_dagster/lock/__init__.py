@@ -1,0 +1,30 @@
+"""The warehouse write lock (``DbtLock``), with no Dagster in it.
+
+One OS-level lock on ``.dango/state/dbt.lock`` shared with Dango's own CLI; holder info in
+``dbt.lock.json``. ``core`` holds the rules, ``info`` the holder info and stale detection,
+``primitives`` the platform calls, ``registry`` the per-process re-entrancy.
+"""
+
+from dango_dagster.lock.core import (
+    DbtLock,
+    DbtLockError,
+    DbtLockTimeout,
+    LockHolder,
+    LockWait,
+    holder_is_alive,
+    lock_paths,
+    read_holder_info,
+    read_lock_holder,
+)
+
+__all__ = [
+    "DbtLock",
+    "DbtLockError",
+    "DbtLockTimeout",
+    "LockHolder",
+    "LockWait",
+    "holder_is_alive",
+    "lock_paths",
+    "read_holder_info",
+    "read_lock_holder",
+]
