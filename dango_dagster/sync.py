@@ -37,7 +37,7 @@ def ensure_dagster_home(config: ProjectConfig) -> Path:
 
 
 def open_instance(config: ProjectConfig) -> dg.DagsterInstance:
-    """A persistent instance (pool limits only hold on one), pointed at the project's home.
+    """A persistent instance (so `dagster dev` shows the run), pointed at the project's home.
 
     Opening a new home creates its SQLite storage and runs its migrations; two syncs started at
     once on a fresh project would both do it and one fails on a duplicate alembic version, so

@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dango_dagster.defs.gate import LOCK_TAG, POOL, WarehouseLockGate, lock_timeout_for_run
+from dango_dagster.defs.gate import LOCK_TAG, WarehouseLockGate, lock_timeout_for_run
 from dango_dagster.sync_status import read_status, status_path
 
 HOLDER_SCRIPT = textwrap.dedent(
@@ -60,7 +60,7 @@ def holder(project_dir: Path) -> Iterator[Holder]:
     h.release()
 
 
-@dg.asset(pool=POOL, kinds={"duckdb"})
+@dg.asset(kinds={"duckdb"})
 def gated_write(
     context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
 ) -> dg.MaterializeResult:
@@ -180,7 +180,7 @@ def test_run_without_trigger_tags_fails_at_once(project_dir: Path, holder: Holde
     assert not (project_dir / "data" / "warehouse.duckdb").exists()  # nothing was written
 
 
-@dg.asset(pool=POOL)
+@dg.asset
 def write_then_fail(context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate) -> None:
     """Writes under the gate, then fails after releasing (a bug in user code, say)."""
     with warehouse_gate.hold(context, operation="write", phase="data_load"):

@@ -21,7 +21,6 @@ from dango_dagster.config import ProjectConfig, load_config
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
 from dango_dagster.sync_status import Phase, SyncStatus
 
-POOL = "dango_warehouse"
 LOCK_TAG = "dango/lock"
 LOCK_TIMEOUT_TAG = "dango/lock_timeout"
 # Tags Dagster puts on runs that nobody is watching from a terminal: these queue for the lock.

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dango_dagster.defs.gate import POOL, WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
 
@@ -22,7 +22,6 @@ def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition
         deps=list(upstream),
         group_name="snapshots",
         kinds={"duckdb"},
-        pool=POOL,
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             "Published read-only copy of the warehouse (query API, Metabase) and per-user "

@@ -24,7 +24,7 @@ from packaging import version
 
 from dango_dagster.config import ProjectConfig
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
-from dango_dagster.defs.gate import POOL, WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.lock.primitives import file_mutex
 
 WAREHOUSE_ENV_VAR = "DANGO_WAREHOUSE_PATH"
@@ -225,7 +225,6 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         project=project,
         dagster_dbt_translator=DangoDbtTranslator(),
         name="dbt_models",
-        pool=POOL,
     )
     def dbt_models(
         context: dg.AssetExecutionContext,

@@ -14,7 +14,7 @@ from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig, SourceSettings
-from dango_dagster.defs.gate import POOL, WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
 from dango_dagster.lock.primitives import file_mutex
 
@@ -119,8 +119,7 @@ def run_ingestion(
     pipeline = build_pipeline(config, source)
     started = time.monotonic()
     # One ingestion of a source at a time: its dlt working folder (load packages, state) is
-    # shared, and extract runs outside the warehouse lock. Dagster's pool already serialises
-    # its own runs; this also covers runs on an ephemeral instance and scripts.
+    # shared, and extract runs outside the warehouse lock (a kernel flock, freed if we die).
     with file_mutex(config.state_dir / f"dlt_{source.name}.lock"):
         pipeline.abort_packages()  # a crashed earlier run must not replay its packages
         pipeline.extract(dlt_source)
@@ -154,7 +153,6 @@ def build_ingestion_assets(config: ProjectConfig, source: SourceSettings) -> dg.
         dlt_pipeline=build_pipeline(config, source),
         name=f"ingest_{source.name}",
         dagster_dlt_translator=DangoDltTranslator(config, source),
-        pool=POOL,
     )
     def _ingest(
         context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
