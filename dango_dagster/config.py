@@ -152,10 +152,11 @@ class AutomationSettings(_Section):
     # The daily full refresh (sources -> dbt -> snapshot); cron, in `timezone`.
     refresh_cron: str = "0 6 * * *"
     timezone: str = "UTC"
-    # The uploads sensor: how often it looks, and how long a folder must be quiet before a run
-    # starts (so a burst of files gives one run, not fifty).
-    upload_sensor_interval_seconds: Annotated[int, Field(ge=5, le=86400)] = 30
-    upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    # The uploads sensor: how often it looks (a stat of the watched files, no read; Dagster's
+    # sensor daemon wakes every 5 s, so anything up to 5 means "every wake-up"), and how long the
+    # newest file must be quiet before a run starts (a burst of files gives one run, not fifty).
+    upload_sensor_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 1
+    upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
     # Finished status files are deleted after this long.
     status_keep_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
 

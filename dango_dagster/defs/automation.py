@@ -8,16 +8,14 @@ and the snapshot) makes dbt follow fresh raw data and the snapshot follow dbt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig, SourceSettings
+from dango_dagster.defs.ingestion.watch import already_loaded, fingerprint, upload_files
 from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
@@ -27,29 +25,29 @@ if TYPE_CHECKING:
 
 UPLOADS_SENSOR = "uploads_sensor"
 REFRESH_SCHEDULE = "daily_refresh"
+AUTOMATION_SENSOR = "dango_automation"
+# How often the daemon evaluates the automation conditions (cheap: it reads the event log only).
+AUTOMATION_INTERVAL_SECONDS = 10
 
 
-def _upload_files(config: ProjectConfig, source: SourceSettings) -> Iterator[Path]:
-    root = config.source_path(source)
-    if not root.is_dir():
-        return
-    suffix = f".{source.format}"
-    for path in sorted(root.rglob(f"*{suffix}")):
-        if path.is_file() and not path.name.startswith("."):
-            yield path
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Declarative automation, RUNNING from the first ``dagster dev``.
 
-
-def uploads_fingerprint(config: ProjectConfig, source: SourceSettings) -> tuple[str, float]:
-    """A digest of a source's files (name, size, mtime) and the newest mtime among them."""
-    digest = hashlib.sha256()
-    newest = 0.0
-    root = config.source_path(source)
-    for path in _upload_files(config, source):
-        st = path.stat()
-        newest = max(newest, st.st_mtime)
-        rel = path.relative_to(root).as_posix()
-        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16], newest
+    Dagster's implicit ``default_automation_condition_sensor`` starts STOPPED, so without this
+    the ``eager()`` conditions on the dbt models and the snapshot would never be evaluated: a raw
+    table materialized from the UI would leave dbt and the snapshot stale until someone switched
+    the sensor on.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        name=AUTOMATION_SENSOR,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
+        description=(
+            "Declarative automation: the dbt models follow fresh raw data, the snapshot follows "
+            "dbt (AutomationCondition.eager())."
+        ),
+    )
 
 
 def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
@@ -72,16 +70,28 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
         requests: list[dg.RunRequest] = []
         skipped: list[str] = []
         for source in file_sources:
-            fingerprint, newest = uploads_fingerprint(config, source)
-            if cursor.get(source.name) == fingerprint:
+            files = upload_files(config, source)  # a stat per file: cheap at any interval
+            digest, newest = fingerprint(files)
+            known = cursor.get(source.name)
+            if known == digest:
                 continue
+            if known is None:
+                # No cursor yet (a fresh instance): start from what the warehouse already holds,
+                # so the first `dagster dev` after a sync does not load everything again.
+                loaded = already_loaded(config, source)
+                if loaded is None:
+                    skipped.append(f"{source.name} (warehouse busy)")
+                    continue
+                if loaded:
+                    cursor[source.name] = digest
+                    continue
             if time.time() - newest < settle:
-                skipped.append(source.name)  # still being written: look again next tick
+                skipped.append(f"{source.name} (settling)")  # still being written
                 continue
-            cursor[source.name] = fingerprint
+            cursor[source.name] = digest
             requests.append(
                 dg.RunRequest(
-                    run_key=f"{source.name}:{fingerprint}",
+                    run_key=f"{source.name}:{digest}",
                     asset_selection=list(_source_and_downstream(context, source)),
                     tags={"dango/source": source.name},
                 )
@@ -92,7 +102,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
             skip_reason=None
             if requests
             else (
-                f"waiting for uploads to settle: {', '.join(skipped)}"
+                f"waiting for uploads: {', '.join(skipped)}"
                 if skipped
                 else "no new or changed upload files"
             ),

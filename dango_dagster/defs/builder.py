@@ -10,6 +10,7 @@ import dagster as dg
 
 from dango_dagster.config import ProjectConfig
 from dango_dagster.defs.automation import (
+    build_automation_sensor,
     build_refresh_schedule,
     build_status_sensors,
     build_uploads_sensor,
@@ -37,7 +38,11 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         assets=[*sources, *ingestion, dbt_models, snapshot],
         jobs=[PIPELINE_JOB],
         schedules=[build_refresh_schedule(config, PIPELINE_JOB)],
-        sensors=[build_uploads_sensor(config, PIPELINE_JOB), *build_status_sensors(config)],
+        sensors=[
+            build_uploads_sensor(config, PIPELINE_JOB),
+            build_automation_sensor(),
+            *build_status_sensors(config),
+        ],
         resources={
             "warehouse_gate": WarehouseLockGate(project_dir=str(config.root)),
             "dbt": build_dbt_resource(config),

@@ -66,6 +66,15 @@ def _read_catalog(con: Any) -> Catalog:
     return Catalog(tuple((str(s), str(n), str(k), int(c), r) for s, n, k, c, r in rows))
 
 
+def table_names(con: Any) -> set[tuple[str, str]]:
+    """``(schema, table)`` of every base table of the connection's database."""
+    sql = (
+        "select schema_name, table_name from duckdb_tables() "
+        "where database_name = current_database() and not temporary"
+    )
+    return {(str(s), str(t)) for s, t in con.execute(sql).fetchall()}
+
+
 def open_live_warehouse(path: Path) -> Any:
     """A read-write connection to the live warehouse, with a clear error when that fails."""
     import duckdb

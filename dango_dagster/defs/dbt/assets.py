@@ -175,17 +175,11 @@ def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg
     """Row counts of the dbt tables just built (read while still holding the lock)."""
     import duckdb
 
-    from dango_dagster.snapshots.verify import quote_ident
+    from dango_dagster.snapshots.verify import quote_ident, table_names
 
     counts: dict[dg.AssetKey, int] = {}
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
-        tables = {
-            (s, t)
-            for s, t in con.execute(
-                "select schema_name, table_name from duckdb_tables() where database_name = "
-                "current_database()"
-            ).fetchall()
-        }
+        tables = table_names(con)
         for key in keys:
             if len(key.path) == 2 and tuple(key.path) in tables:
                 schema, table = key.path
