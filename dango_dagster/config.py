@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dango_dagster.errors import ProjectConfigError
+
 PROJECT_ENV_VAR = "DANGO_PROJECT_DIR"
 # The repository this package is installed from (editable install): it is itself the demo project
 # and holds what `demo init` and new instances copy (dbt_project/, dagster_home/dagster.yaml).
@@ -24,10 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_RELPATH = Path(".dango") / "project.yml"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGT]i?B)$", re.IGNORECASE)
-
-
-class ProjectConfigError(ValueError):
-    """The project folder or its ``project.yml`` is unusable; the message says what to fix."""
 
 
 class _Section(BaseModel):

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dango_dagster.config import CONFIG_RELPATH, load_config, shipped_file
+from dango_dagster.errors import DemoProjectError
 
 SOURCE_NAME = "shop"
 TABLES = ("customers", "orders", "payments")
@@ -59,10 +60,6 @@ dbt_project/logs/
 dbt_project/dbt_packages/
 dbt_project/.user.yml
 """
-
-
-class DemoProjectError(RuntimeError):
-    """A demo project cannot be created where asked; the message says what to do instead."""
 
 
 def table_sizes(rows: int) -> dict[str, int]:

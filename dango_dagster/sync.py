@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dango_dagster.config import ProjectConfig, shipped_file
+from dango_dagster.constants import (
+    META_LOCK_HOLDER,
+    META_LOCK_WAIT,
+    META_PUBLISHED_PATH,
+    META_ROW_COUNT,
+    PIPELINE_JOB,
+    TAG_LAUNCHED_BY,
+    TAG_LOCK_TIMEOUT,
+)
 from dango_dagster.lock.primitives import file_mutex
 from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
     import dagster as dg
-
-SYNC_TAG = "dango/launched_by"
 
 
 def ensure_dagster_home(config: ProjectConfig) -> Path:
@@ -124,12 +131,12 @@ def run_pipeline(
     started = time.monotonic()
     instance = instance or open_instance(config)
     defs = build_definitions(config)
-    job = defs.resolve_job_def("dango_pipeline")
+    job = defs.resolve_job_def(PIPELINE_JOB)
     selection = _selection(config, sources).resolve(defs.resolve_asset_graph())
     run_id = str(uuid.uuid4())
-    tags = {SYNC_TAG: launched_by}
+    tags = {TAG_LAUNCHED_BY: launched_by}
     if wait_seconds is not None:
-        tags["dango/lock_timeout"] = str(wait_seconds)
+        tags[TAG_LOCK_TIMEOUT] = str(wait_seconds)
     cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
     status = SyncStatus(config.state_dir, run_id)
     status.update("queued", f"Sync of {', '.join(sources) if sources else 'all sources'} queued")
@@ -167,12 +174,12 @@ def run_pipeline(
             outcome.tables.append(
                 TableResult(
                     key=mat.asset_key.to_user_string(),
-                    rows=_metadata_value(meta, "dagster/row_count"),
-                    lock_wait_seconds=_metadata_value(meta, "lock_wait_seconds"),
+                    rows=_metadata_value(meta, META_ROW_COUNT),
+                    lock_wait_seconds=_metadata_value(meta, META_LOCK_WAIT),
                 )
             )
-            if "published_path" in meta:
-                outcome.snapshot_path = str(_metadata_value(meta, "published_path"))
+            if META_PUBLISHED_PATH in meta:
+                outcome.snapshot_path = str(_metadata_value(meta, META_PUBLISHED_PATH))
         elif event.event_type_value == "STEP_FAILURE" and outcome.error is None:
             err = event.step_failure_data.error
             user = event.step_failure_data.user_failure_data
@@ -180,7 +187,7 @@ def run_pipeline(
                 err.message.strip() if err else "step failed"
             )
             # The gate attaches the holder to the failure it raises when the lock stays taken.
-            outcome.lock_timeout = bool(user and "lock_holder" in user.metadata)
+            outcome.lock_timeout = bool(user and META_LOCK_HOLDER in user.metadata)
     outcome.seconds = time.monotonic() - started
     if outcome.success:
         status.update(

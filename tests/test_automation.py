@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from dango_dagster.config import load_config
-from dango_dagster.defs.automation import REFRESH_SCHEDULE, UPLOADS_SENSOR
+from dango_dagster.constants import REFRESH_SCHEDULE, UPLOADS_SENSOR
 from dango_dagster.defs.builder import build_definitions
 from dango_dagster.defs.snapshot_asset import SNAPSHOT_KEY
 from dango_dagster.demo import init_demo_project

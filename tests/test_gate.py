@@ -13,7 +13,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dango_dagster.defs.gate import LOCK_TAG, WarehouseLockGate, lock_timeout_for_run
+from dango_dagster.constants import TAG_LOCK
+from dango_dagster.defs.gate import WarehouseLockGate, lock_timeout_for_run
 from dango_dagster.sync_status import read_status, status_path
 
 HOLDER_SCRIPT = textwrap.dedent(
@@ -128,14 +129,14 @@ def test_sensor_run_waits_visibly_then_completes(project_dir: Path, holder: Hold
         status = read_status(status_file)
         assert status["holder"]["pid"] == holder.pid
         assert status["holder"]["operation"] == "sync shop"
-        _wait_for(lambda: instance.get_run_by_id(run_id).tags.get(LOCK_TAG) == "waiting")
+        _wait_for(lambda: instance.get_run_by_id(run_id).tags.get(TAG_LOCK) == "waiting")
         time.sleep(0.5)
         assert runner.is_alive(), "the sensor run must queue, not fail"
         holder.release()
         runner.join(timeout=30)
         result = box["result"]
         assert result.success
-        assert instance.get_run_by_id(run_id).tags[LOCK_TAG] == "released"
+        assert instance.get_run_by_id(run_id).tags[TAG_LOCK] == "released"
         logs = " ".join(e.message for e in instance.all_logs(run_id) if e.message)
         assert f"PID {holder.pid}" in logs and "waits up to 300 s" in logs
         mat = result.asset_materializations_for_node("gated_write")[0]
@@ -162,7 +163,7 @@ def test_sensor_run_with_short_queue_fails_naming_holder(project_dir: Path, hold
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         text = failure.step_failure_data.user_failure_data.description
         assert f"PID {holder.pid}" in text and "sync shop" in text and "'ui'" in text
-        assert instance.get_run_by_id(run_id).tags[LOCK_TAG] == "timeout"
+        assert instance.get_run_by_id(run_id).tags[TAG_LOCK] == "timeout"
     status = read_status(status_path(project_dir / ".dango" / "state", run_id[:12]))
     assert status["phase"] == "failed" and status["holder"]["pid"] == holder.pid
 

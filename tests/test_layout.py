@@ -20,6 +20,9 @@ DAGSTER_FREE = [
     "dango_dagster.api.client",
     "dango_dagster.sync_status",
     "dango_dagster.config",
+    "dango_dagster.errors",
+    "dango_dagster.constants",
+    "dango_dagster.cli",
 ]
 
 
@@ -44,3 +47,37 @@ def test_public_lock_api_keeps_its_old_import_path() -> None:
 
     assert callable(read_lock_holder) and callable(connect)
     assert issubclass(DbtLockTimeout, Exception) and DbtLock.__module__ == "dango_dagster.lock.core"
+
+
+def test_every_error_is_one_dango_error_with_its_old_import_path_and_base() -> None:
+    """One hierarchy the CLI maps in one place, without breaking code that caught the old bases."""
+    from dango_dagster.api.client import QueryError
+    from dango_dagster.api.errors import ApiError, SqlRejected
+    from dango_dagster.api.keys import KeyStoreError
+    from dango_dagster.config import ProjectConfigError
+    from dango_dagster.defs.ingestion.sources import SourceError
+    from dango_dagster.demo import DemoProjectError
+    from dango_dagster.errors import DangoError
+    from dango_dagster.lock import DbtLockError, DbtLockTimeout
+    from dango_dagster.snapshots import InvalidUsernameError, SnapshotError, WarehouseMissingError
+    from dango_dagster.snapshots.copy import ShortCopyError
+
+    old_bases = {
+        QueryError: RuntimeError,
+        ApiError: Exception,
+        SqlRejected: ApiError,
+        KeyStoreError: ValueError,
+        ProjectConfigError: ValueError,
+        SourceError: ProjectConfigError,
+        DemoProjectError: RuntimeError,
+        DbtLockError: RuntimeError,
+        DbtLockTimeout: DbtLockError,
+        SnapshotError: RuntimeError,
+        WarehouseMissingError: SnapshotError,
+        InvalidUsernameError: ValueError,
+        ShortCopyError: OSError,
+    }
+    for cls, base in old_bases.items():
+        assert issubclass(cls, DangoError) and issubclass(cls, base), cls
+        assert cls.__module__ == "dango_dagster.errors", cls
+        assert isinstance(cls.exit_code, int) and cls.exit_code > 0

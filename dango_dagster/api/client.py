@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from dango_dagster.errors import QueryError
+
 DEFAULT_URL = "http://127.0.0.1:8800"
 URL_ENV_VAR = "DANGO_API_URL"
 KEY_ENV_VAR = "DANGO_API_KEY"
@@ -24,14 +26,6 @@ _HINTS = {
     429: "Too many requests with this key; wait and retry.",
     503: "The server cannot answer yet.",
 }
-
-
-class QueryError(RuntimeError):
-    def __init__(self, status: int | None, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _describe(response: httpx.Response) -> QueryError:

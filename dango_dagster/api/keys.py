@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dango_dagster._fs import atomic_write_json
+from dango_dagster.errors import KeyStoreError
 
 if sys.platform != "win32":
     import fcntl
@@ -39,10 +40,6 @@ if sys.platform != "win32":
 KEY_PREFIX = "dango_ak_"
 _SHOWN_PREFIX_CHARS = 6  # characters after "dango_ak_" kept to recognise a key in `key list`
 _FORMAT_VERSION = 1
-
-
-class KeyStoreError(ValueError):
-    """A key store problem the user can fix (unknown key name, corrupt file)."""
 
 
 def _now() -> str:

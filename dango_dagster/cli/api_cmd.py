@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from dango_dagster.cli.errors import EXIT_ERROR, EXIT_OK
+from dango_dagster.cli.errors import EXIT_OK
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -59,13 +59,7 @@ def _store(args: argparse.Namespace):  # -> KeyStore
 
 
 def _create(args: argparse.Namespace) -> int:
-    from dango_dagster.api.keys import KeyStoreError
-
-    try:
-        secret, record = _store(args).create(args.name)
-    except KeyStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    secret, record = _store(args).create(args.name)
     if args.json:
         print(json.dumps({"key": secret, **record.public()}, indent=2))
         return EXIT_OK
@@ -77,13 +71,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from dango_dagster.api.keys import KeyStoreError
-
-    try:
-        keys = _store(args).list()
-    except KeyStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    keys = _store(args).list()
     if not args.all:
         keys = [k for k in keys if k.active]
     if args.json:
@@ -111,13 +99,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from dango_dagster.api.keys import KeyStoreError
-
-    try:
-        record = _store(args).revoke(args.key)
-    except KeyStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    record = _store(args).revoke(args.key)
     print(f"revoked {record.id} ({record.name!r}); running servers refuse it from now on")
     return EXIT_OK
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from dango_dagster.cli.errors import EXIT_ERROR, EXIT_OK
+from dango_dagster.cli.errors import EXIT_OK
 
 if TYPE_CHECKING:  # heavy imports stay inside the handlers
     from pathlib import Path
@@ -86,14 +86,10 @@ def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dango_dagster.config import load_config
-    from dango_dagster.demo import DemoProjectError, init_demo_project
+    from dango_dagster.demo import init_demo_project
 
     started = time.monotonic()
-    try:
-        root = init_demo_project(Path(args.dir), rows=args.rows, seed=args.seed)
-    except DemoProjectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    root = init_demo_project(Path(args.dir), rows=args.rows, seed=args.seed)
     config = load_config(root)
     print(f"Created demo project {root} in {time.monotonic() - started:.1f} s:")
     print(f"  {'.dango/project.yml':<30} sources: {', '.join(s.name for s in config.sources)}; "
@@ -108,8 +104,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dango_dagster.cli.errors import EXIT_LOCKED
-    from dango_dagster.cli.sync_cmd import print_summary, progress_printer
+    from dango_dagster.cli.sync_cmd import print_summary, progress_printer, raise_if_failed
     from dango_dagster.config import load_config
     from dango_dagster.demo import SOURCE_NAME, generate_demo_data
 
@@ -130,9 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         quiet=True,
     )
     print_summary(outcome)
-    if not outcome.success:
-        print(f"error: {outcome.error}", file=sys.stderr)
-        return EXIT_LOCKED if outcome.lock_timeout else EXIT_ERROR
+    raise_if_failed(outcome)
     home = ensure_dagster_home(config)
     print("\nOpen the Dagster web UI (the run above is in its Runs list):")
     print(f"  cd {config.root}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dango_dagster.cli.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK
+from dango_dagster.cli.errors import EXIT_HELD, EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -107,10 +106,15 @@ def _wait(args: argparse.Namespace) -> int:
             print(f"lock is free (waited {waited:.1f} s)")
             return EXIT_OK
         if waited >= args.timeout:
-            print(
-                f"error: still locked after {waited:.1f} s by {holder.describe()}", file=sys.stderr
+            from dango_dagster.errors import DbtLockTimeout
+
+            raise DbtLockTimeout(
+                project,
+                holder,
+                waited,
+                args.timeout,
+                hint="It is still locked: see who holds it with `dango-dagster lock status`.",
             )
-            return EXIT_LOCKED
         # Polling the kernel's lock table disturbs no one (taking the lock to test it would).
         # Keyed by PID: a holder that is releasing (info removed, flock not yet) is the same one.
         key = (holder.pid,)

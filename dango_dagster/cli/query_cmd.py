@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from dango_dagster.cli.errors import EXIT_ERROR, EXIT_OK
+from dango_dagster.cli.errors import EXIT_OK
 
 _MAX_CELL = 60
 
@@ -75,15 +75,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from dango_dagster.api.client import QueryError, run_query
+    from dango_dagster.api.client import run_query
 
-    try:
-        result = run_query(
-            args.sql, url=args.url, key=args.key, timeout=args.timeout, max_rows=args.max_rows
-        )
-    except QueryError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
+    result = run_query(
+        args.sql, url=args.url, key=args.key, timeout=args.timeout, max_rows=args.max_rows
+    )
     if args.format == "json":
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif args.format == "csv":

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from dango_dagster.cli.errors import EXIT_ERROR, EXIT_LOCKED, EXIT_OK
+from dango_dagster.cli.errors import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def _mb(size: int) -> str:
 
 def _create(args: argparse.Namespace) -> int:
     from dango_dagster.lock import LockWait
-    from dango_dagster.snapshots import InvalidUsernameError, SnapshotError, take_snapshot
+    from dango_dagster.snapshots import take_snapshot
 
     config = _config(args)
 
@@ -81,20 +81,13 @@ def _create(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    try:
-        result = take_snapshot(
-            config,
-            users=args.users,
-            publish=not args.no_publish,
-            lock_timeout=max(0.0, args.wait),
-            on_lock_wait=on_wait,
-        )
-    except InvalidUsernameError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    result = take_snapshot(
+        config,
+        users=args.users,
+        publish=not args.no_publish,
+        lock_timeout=max(0.0, args.wait),
+        on_lock_wait=on_wait,
+    )
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return EXIT_OK
@@ -117,14 +110,10 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from dango_dagster.snapshots import InvalidUsernameError, list_snapshots
+    from dango_dagster.snapshots import list_snapshots
 
     config = _config(args)
-    try:
-        snaps = list_snapshots(config, args.user)
-    except InvalidUsernameError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+    snaps = list_snapshots(config, args.user)
     published = None
     try:
         st = config.published_snapshot_path.stat()

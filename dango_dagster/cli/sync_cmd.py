@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dango_dagster.cli.errors import EXIT_ERROR, EXIT_LOCKED, EXIT_OK
+from dango_dagster.cli.errors import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,8 +74,18 @@ def print_summary(outcome: Any) -> None:
     print(f"{state} in {outcome.seconds:.1f} s ({outcome.rows_loaded:,} rows loaded)")
 
 
+def raise_if_failed(outcome: Any) -> None:
+    """A failed run becomes the error the CLI maps to its exit code (lock timeouts: 2)."""
+    from dango_dagster.errors import RunFailedError, RunLockTimeoutError
+
+    if not outcome.success:
+        error = RunLockTimeoutError if outcome.lock_timeout else RunFailedError
+        raise error(outcome.error or "the run failed")
+
+
 def handle_sync(args: argparse.Namespace) -> int:
     from dango_dagster.config import load_config
+    from dango_dagster.errors import DbtLockTimeout
     from dango_dagster.lock import read_lock_holder
 
     config = load_config(args.project)
@@ -83,12 +93,14 @@ def handle_sync(args: argparse.Namespace) -> int:
         # Answer in well under a second, before importing dagster and dbt.
         holder = read_lock_holder(config.root)
         if holder is not None:
-            print(
-                f"error: the warehouse is locked by {holder.describe()}. `dango-dagster sync` does "
-                "not queue: run it again when that finishes, or pass --wait SECONDS.",
-                file=sys.stderr,
+            raise DbtLockTimeout(
+                config.root,
+                holder,
+                0.0,
+                0.0,
+                hint="`dango-dagster sync` does not queue: run it again when that finishes, "
+                "or pass --wait SECONDS.",
             )
-            return EXIT_LOCKED
     from dango_dagster.sync import run_pipeline
 
     started = time.monotonic()
@@ -100,7 +112,5 @@ def handle_sync(args: argparse.Namespace) -> int:
         quiet=True,
     )
     print_summary(outcome)
-    if outcome.success:
-        return EXIT_OK
-    print(f"error: {outcome.error}", file=sys.stderr)
-    return EXIT_LOCKED if outcome.lock_timeout else EXIT_ERROR
+    raise_if_failed(outcome)
+    return EXIT_OK

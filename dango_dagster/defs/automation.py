@@ -15,6 +15,15 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig, SourceSettings
+from dango_dagster.constants import (
+    AUTOMATION_SENSOR,
+    META_LOCK_HOLDER,
+    REFRESH_SCHEDULE,
+    STATUS_ON_FAILURE_SENSOR,
+    STATUS_ON_SUCCESS_SENSOR,
+    TAG_SOURCE,
+    UPLOADS_SENSOR,
+)
 from dango_dagster.defs.ingestion.watch import already_loaded, fingerprint, upload_files
 from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
@@ -23,11 +32,15 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-UPLOADS_SENSOR = "uploads_sensor"
-REFRESH_SCHEDULE = "daily_refresh"
-AUTOMATION_SENSOR = "dango_automation"
 # How often the daemon evaluates the automation conditions (cheap: it reads the event log only).
 AUTOMATION_INTERVAL_SECONDS = 10
+
+__all__ = [
+    "build_automation_sensor",
+    "build_refresh_schedule",
+    "build_status_sensors",
+    "build_uploads_sensor",
+]
 
 
 def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
@@ -93,7 +106,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
                 dg.RunRequest(
                     run_key=f"{source.name}:{digest}",
                     asset_selection=list(_source_and_downstream(context, source)),
-                    tags={"dango/source": source.name},
+                    tags={TAG_SOURCE: source.name},
                 )
             )
         return dg.SensorResult(
@@ -144,7 +157,7 @@ def build_status_sensors(config: ProjectConfig) -> list[dg.SensorDefinition]:
     """Write how each run ended into its status file, and clean old finished ones."""
 
     @dg.run_failure_sensor(
-        name="status_on_failure",
+        name=STATUS_ON_FAILURE_SENSOR,
         default_status=dg.DefaultSensorStatus.RUNNING,
         monitor_all_code_locations=False,
     )
@@ -152,8 +165,12 @@ def build_status_sensors(config: ProjectConfig) -> list[dg.SensorDefinition]:
         extra: dict[str, Any] = {"error": "run_failure"}
         for event in context.get_step_failure_events():
             data = event.step_failure_data
-            if data and data.user_failure_data and "lock_holder" in data.user_failure_data.metadata:
-                extra["holder"] = data.user_failure_data.metadata["lock_holder"].value
+            if (
+                data
+                and data.user_failure_data
+                and META_LOCK_HOLDER in data.user_failure_data.metadata
+            ):
+                extra["holder"] = data.user_failure_data.metadata[META_LOCK_HOLDER].value
                 extra["error"] = "lock_timeout"
                 break
         _finish_status(
@@ -162,7 +179,7 @@ def build_status_sensors(config: ProjectConfig) -> list[dg.SensorDefinition]:
         cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
 
     @dg.run_status_sensor(
-        name="status_on_success",
+        name=STATUS_ON_SUCCESS_SENSOR,
         run_status=dg.DagsterRunStatus.SUCCESS,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dango_dagster import constants
 from dango_dagster.config import ProjectConfig
 from dango_dagster.defs.automation import (
     build_automation_sensor,
@@ -22,7 +23,7 @@ from dango_dagster.defs.snapshot_asset import build_snapshot_asset
 
 # The main job: every source, every dbt model, then the snapshot.
 PIPELINE_JOB = dg.define_asset_job(
-    "dango_pipeline",
+    constants.PIPELINE_JOB,
     selection=dg.AssetSelection.all(),
     description="Load every source with dlt, build the dbt project, publish a fresh snapshot.",
 )
@@ -44,8 +45,8 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
             *build_status_sensors(config),
         ],
         resources={
-            "warehouse_gate": WarehouseLockGate(project_dir=str(config.root)),
-            "dbt": build_dbt_resource(config),
+            constants.GATE_RESOURCE: WarehouseLockGate(project_dir=str(config.root)),
+            constants.DBT_RESOURCE: build_dbt_resource(config),
         },
         # Every step in one process: the writes are serialised by the lock anyway, and a fresh
         # process per step re-imports dagster, dlt and dbt (~5 s a step on 2 cores).

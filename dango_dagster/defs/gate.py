@@ -18,19 +18,20 @@ import dagster as dg
 from pydantic import Field
 
 from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.constants import (
+    DAGSTER_FROM_UI_TAG,
+    META_LOCK_HELD,
+    META_LOCK_HOLDER,
+    META_LOCK_WAIT,
+    META_LOCK_WAITED_ON,
+    QUEUEING_TAGS,
+    TAG_LOCK,
+    TAG_LOCK_TIMEOUT,
+)
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
 from dango_dagster.sync_status import Phase, SyncStatus
 
-LOCK_TAG = "dango/lock"
-LOCK_TIMEOUT_TAG = "dango/lock_timeout"
-# Tags Dagster puts on runs that nobody is watching from a terminal: these queue for the lock.
-QUEUEING_TAGS = (
-    "dagster/sensor_name",
-    "dagster/schedule_name",
-    "dagster/backfill",
-    "dagster/from_automation_condition",
-)
-FROM_UI_TAG = "dagster/from_ui"
+__all__ = ["LockSession", "WarehouseLockGate", "launch_kind", "lock_timeout_for_run"]
 
 
 def launch_kind(tags: Mapping[str, str]) -> str:
@@ -38,7 +39,7 @@ def launch_kind(tags: Mapping[str, str]) -> str:
     for tag in QUEUEING_TAGS:
         if tag in tags:
             return tag.split("/", 1)[1].removesuffix("_name").removeprefix("from_")
-    if tags.get(FROM_UI_TAG) == "true":
+    if tags.get(DAGSTER_FROM_UI_TAG) == "true":
         return "ui"
     return "cli"
 
@@ -48,7 +49,7 @@ def lock_timeout_for_run(tags: Mapping[str, str], queue_timeout: float) -> float
 
     The ``dango/lock_timeout`` tag overrides it per run (``dango-dagster sync --wait S`` sets it).
     """
-    override = tags.get(LOCK_TIMEOUT_TAG)
+    override = tags.get(TAG_LOCK_TIMEOUT)
     if override is not None:
         try:
             value = float(override)
@@ -57,7 +58,7 @@ def lock_timeout_for_run(tags: Mapping[str, str], queue_timeout: float) -> float
         if not 0 <= value <= 86400:
             raise dg.Failure(
                 description=(
-                    f"Run tag {LOCK_TIMEOUT_TAG}={override!r} is not a number of seconds between "
+                    f"Run tag {TAG_LOCK_TIMEOUT}={override!r} is not a number of seconds between "
                     "0 and 86400. Fix the tag (e.g. 300) and launch the run again."
                 )
             )
@@ -83,11 +84,11 @@ class LockSession:
     def metadata(self) -> dict[str, Any]:
         """The materialization metadata the Dagster UI plots over time."""
         meta: dict[str, Any] = {
-            "lock_wait_seconds": dg.MetadataValue.float(round(self.wait_seconds, 4)),
-            "lock_held_seconds": dg.MetadataValue.float(round(self.held_seconds, 4)),
+            META_LOCK_WAIT: dg.MetadataValue.float(round(self.wait_seconds, 4)),
+            META_LOCK_HELD: dg.MetadataValue.float(round(self.held_seconds, 4)),
         }
         if self.waited_on is not None:
-            meta["lock_waited_on"] = dg.MetadataValue.text(self.waited_on.describe())
+            meta[META_LOCK_WAITED_ON] = dg.MetadataValue.text(self.waited_on.describe())
         return meta
 
 
@@ -175,7 +176,7 @@ class WarehouseLockGate(dg.ConfigurableResource):
             )
             hint = (
                 " This run was not launched by a sensor, schedule or the UI, so it does not queue;"
-                f" set the run tag {LOCK_TIMEOUT_TAG}=SECONDS (or `dango-dagster sync --wait S`)"
+                f" set the run tag {TAG_LOCK_TIMEOUT}=SECONDS (or `dango-dagster sync --wait S`)"
                 " to let it wait."
                 if timeout == 0
                 else ""
@@ -183,8 +184,8 @@ class WarehouseLockGate(dg.ConfigurableResource):
             raise dg.Failure(
                 description=f"{exc}{hint}",
                 metadata={
-                    "lock_holder": dg.MetadataValue.json(holder.as_dict() if holder else {}),
-                    "lock_wait_seconds": dg.MetadataValue.float(round(exc.waited_seconds, 3)),
+                    META_LOCK_HOLDER: dg.MetadataValue.json(holder.as_dict() if holder else {}),
+                    META_LOCK_WAIT: dg.MetadataValue.float(round(exc.waited_seconds, 3)),
                 },
             ) from exc
         session = LockSession(
@@ -208,4 +209,4 @@ class WarehouseLockGate(dg.ConfigurableResource):
 def _set_tag(context: dg.AssetExecutionContext | dg.OpExecutionContext, value: str) -> None:
     """Make the lock state visible as a run tag in the Dagster UI (best effort)."""
     with contextlib.suppress(Exception):
-        context.instance.add_run_tags(context.run.run_id, {LOCK_TAG: value})
+        context.instance.add_run_tags(context.run.run_id, {TAG_LOCK: value})

@@ -9,6 +9,11 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dango_dagster.constants import (
+    META_LOCK_HELD,
+    META_LOCK_WAIT,
+    META_PUBLISHED_PATH,
+)
 from dango_dagster.defs.gate import WarehouseLockGate
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
@@ -45,15 +50,15 @@ def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition
         )
         return dg.MaterializeResult(
             metadata={
-                "published_path": dg.MetadataValue.path(str(result.published_path)),
+                META_PUBLISHED_PATH: dg.MetadataValue.path(str(result.published_path)),
                 "snapshot_size_bytes": dg.MetadataValue.int(result.size_bytes),
                 "snapshot_size_mb": dg.MetadataValue.float(round(result.size_bytes / 1e6, 3)),
                 "tables": dg.MetadataValue.int(result.tables),
                 "user_snapshots": dg.MetadataValue.json(
                     {user: str(path) for user, path in result.user_paths.items()}
                 ),
-                "lock_wait_seconds": dg.MetadataValue.float(round(result.lock_wait_seconds, 4)),
-                "lock_held_seconds": dg.MetadataValue.float(round(result.lock_held_seconds, 4)),
+                META_LOCK_WAIT: dg.MetadataValue.float(round(result.lock_wait_seconds, 4)),
+                META_LOCK_HELD: dg.MetadataValue.float(round(result.lock_held_seconds, 4)),
                 "copy_seconds": dg.MetadataValue.float(round(result.copy_seconds, 4)),
                 "verify_seconds": dg.MetadataValue.float(round(result.verify_seconds, 4)),
             }

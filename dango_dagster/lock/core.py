@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dango_dagster._fs import atomic_write_json
+from dango_dagster.errors import DbtLockError, DbtLockTimeout
 from dango_dagster.lock.info import (
     LockHolder,
     LockWait,
@@ -76,32 +77,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_REPORT_INTERVAL_S = 5.0
-
-
-class DbtLockError(RuntimeError):
-    """Base class for warehouse lock failures."""
-
-
-class DbtLockTimeout(DbtLockError):
-    """The lock stayed held for the whole timeout; ``holder`` is the holder info (None: unknown)."""
-
-    def __init__(
-        self, project_dir: Path, holder: LockHolder | None, waited: float, timeout: float | None
-    ) -> None:
-        self.project_dir = project_dir
-        self.holder = holder if holder is not None and holder.known else None
-        self.raw_holder = holder
-        self.waited_seconds = waited
-        self.timeout = timeout
-        who = holder.describe() if holder is not None else "an unknown holder"
-        wait_txt = (
-            "did not wait (fail-fast)" if not timeout else f"gave up after waiting {waited:.1f} s"
-        )
-        super().__init__(
-            f"The warehouse of {project_dir} is locked by {who}; {wait_txt}. "
-            "Wait for that operation to finish (`dango-dagster lock wait`), or see who holds it "
-            "with `dango-dagster lock status`. Never delete .dango/state/dbt.lock."
-        )
 
 
 def read_lock_holder(project_dir: str | os.PathLike[str]) -> LockHolder | None:

@@ -18,6 +18,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from dango_dagster.errors import ShortCopyError
+
 __all__ = ["ShortCopyError", "copy_into"]
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
@@ -33,10 +35,6 @@ _UNSUPPORTED = {
     errno.EBADF,
     errno.EPERM,
 }
-
-
-class ShortCopyError(OSError):
-    """The source ended before ``size`` bytes were copied (it shrank while we copied)."""
 
 
 def _reflink(src_fd: int, dst_fd: int) -> bool:
@@ -84,7 +82,7 @@ def copy_into(src_fd: int, dst_fd: int, size: int) -> str:
     """
     if _reflink(src_fd, dst_fd):
         if os.fstat(dst_fd).st_size < size:
-            raise ShortCopyError(errno.EIO, f"reflink gave {os.fstat(dst_fd).st_size} bytes")
+            raise ShortCopyError(f"reflink gave {os.fstat(dst_fd).st_size} bytes")
         os.ftruncate(dst_fd, size)
         return "reflink"
     methods = list(_METHODS)
@@ -100,6 +98,6 @@ def copy_into(src_fd: int, dst_fd: int, size: int) -> str:
                 continue
             raise
         if done == 0:
-            raise ShortCopyError(errno.EIO, f"source ended after {offset} of {size} bytes")
+            raise ShortCopyError(f"source ended after {offset} of {size} bytes")
         offset += done
     return methods[0][0]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dango_dagster.errors import InvalidUsernameError
 from dango_dagster.lock.info import LockHolder, holder_is_alive, process_start_time
 
 __all__ = [
@@ -53,10 +54,6 @@ _TEMP_RE = re.compile(
 # A temp file whose owner still runs is left alone unless it has not changed for this long
 # (an owner on another host, or a process that hung): a copy in progress updates the mtime.
 STALE_TEMP_AGE_S = 3600.0
-
-
-class InvalidUsernameError(ValueError):
-    """A user name that leaves nothing usable after sanitising."""
 
 
 def sanitize_username(name: str) -> str:

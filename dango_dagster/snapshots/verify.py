@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dango_dagster.errors import SnapshotError, WarehouseMissingError
+
 __all__ = [
     "Catalog",
     "SnapshotError",
@@ -34,14 +36,6 @@ select schema_name, view_name, 'view', column_count, null
 from duckdb_views() where database_name = current_database() and not internal and not temporary
 order by 1, 2
 """
-
-
-class SnapshotError(RuntimeError):
-    """A snapshot could not be taken; the message says why and what to do. Nothing was lost."""
-
-
-class WarehouseMissingError(SnapshotError):
-    """There is no warehouse file yet (the pipeline has never run)."""
 
 
 @dataclass(frozen=True)

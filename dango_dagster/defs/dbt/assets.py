@@ -23,6 +23,7 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
+from dango_dagster.constants import META_ROW_COUNT
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.lock.primitives import file_mutex
@@ -252,7 +253,7 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                 extra = dict(lock_meta)
                 key = context.asset_key_for_output(event.output_name)
                 if key in rows:
-                    extra["dagster/row_count"] = dg.MetadataValue.int(rows[key])
+                    extra[META_ROW_COUNT] = dg.MetadataValue.int(rows[key])
                 event = event.with_metadata({**event.metadata, **extra})
             yield event
         if error is not None:

@@ -14,6 +14,7 @@ from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig, SourceSettings
+from dango_dagster.constants import META_COLUMN_SCHEMA, META_ROW_COUNT, META_TABLE_NAME
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
 from dango_dagster.lock.primitives import file_mutex
@@ -86,11 +87,11 @@ def _table_metadata(pipeline: Any, table: str, rows: int | None) -> dict[str, An
     except KeyError:
         pass
     meta: dict[str, Any] = {
-        "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
-        "dagster/table_name": dg.MetadataValue.text(f"{pipeline.dataset_name}.{table}"),
+        META_COLUMN_SCHEMA: dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
+        META_TABLE_NAME: dg.MetadataValue.text(f"{pipeline.dataset_name}.{table}"),
     }
     if rows is not None:
-        meta["dagster/row_count"] = dg.MetadataValue.int(rows)
+        meta[META_ROW_COUNT] = dg.MetadataValue.int(rows)
     return meta
 
 

@@ -50,7 +50,8 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention  # noqa: E
 from dlt.extract.resource import DltResource  # noqa: E402
 from dlt.extract.source import DltSource  # noqa: E402
 
-from dango_dagster.config import ProjectConfig, ProjectConfigError, SourceSettings  # noqa: E402
+from dango_dagster.config import ProjectConfig, SourceSettings  # noqa: E402
+from dango_dagster.errors import SourceError  # noqa: E402
 
 __all__ = [
     "FILE_COLUMN",
@@ -69,10 +70,6 @@ FILE_EXTENSIONS: dict[str, tuple[str, ...]] = {
 FILE_COLUMN = "_dango_file"
 BATCH_ROWS = 100_000
 _NAMING = NamingConvention()
-
-
-class SourceError(ProjectConfigError):
-    """A source cannot be built or read; the message names the source and what to fix."""
 
 
 # -- files sources ------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Names shared between modules: run tags, job / schedule / sensor / resource names, metadata keys.
+
+One spelling each, so the gate that writes a tag, the sensor that reads it and the CLI that reports
+it cannot drift apart. Standard library only (the CLI and ``lock/`` import it).
+
+Definition names are per project (``scoped``): two Dango projects in one code location each get
+their own job, schedule, sensors and resources.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- run tags we set ----------------------------------------------------------------------------
+TAG_LOCK = "dango/lock"  # the run's lock state: waiting, held, released, timeout
+TAG_LOCK_HOLDER = "dango/lock_holder"  # who the run waits for (while it waits)
+TAG_LOCK_TIMEOUT = "dango/lock_timeout"  # seconds this run may queue for the lock (overrides)
+TAG_LAUNCHED_BY = "dango/launched_by"  # cli, demo, ... for runs our CLI starts
+TAG_SOURCE = "dango/source"  # the source an uploads-sensor run loads
+TAG_PROJECT = "dango/project"  # the project folder a run belongs to
+
+# -- run tags Dagster sets (who launched a run) -------------------------------------------------
+DAGSTER_SENSOR_TAG = "dagster/sensor_name"
+DAGSTER_SCHEDULE_TAG = "dagster/schedule_name"
+DAGSTER_BACKFILL_TAG = "dagster/backfill"
+DAGSTER_AUTOMATION_TAG = "dagster/from_automation_condition"
+DAGSTER_FROM_UI_TAG = "dagster/from_ui"
+# Runs nobody watches from a terminal: these queue for the lock instead of failing at once.
+QUEUEING_TAGS = (
+    DAGSTER_SENSOR_TAG,
+    DAGSTER_SCHEDULE_TAG,
+    DAGSTER_BACKFILL_TAG,
+    DAGSTER_AUTOMATION_TAG,
+)
+
+# -- definition names (base names; ``scoped`` makes them per project) ---------------------------
+PIPELINE_JOB = "dango_pipeline"
+REFRESH_SCHEDULE = "daily_refresh"
+UPLOADS_SENSOR = "uploads_sensor"
+AUTOMATION_SENSOR = "dango_automation"
+STATUS_ON_FAILURE_SENSOR = "status_on_failure"
+STATUS_ON_SUCCESS_SENSOR = "status_on_success"
+GATE_RESOURCE = "warehouse_gate"
+DBT_RESOURCE = "dbt"
+SNAPSHOT_ASSET = "warehouse_snapshot"
+
+# -- metadata keys ------------------------------------------------------------------------------
+META_LOCK_WAIT = "lock_wait_seconds"
+META_LOCK_HELD = "lock_held_seconds"
+META_LOCK_WAITED_ON = "lock_waited_on"
+META_LOCK_HOLDER = "lock_holder"  # on a lock-timeout failure: the holder, as JSON
+META_PUBLISHED_PATH = "published_path"
+META_ROW_COUNT = "dagster/row_count"
+META_TABLE_NAME = "dagster/table_name"
+META_COLUMN_SCHEMA = "dagster/column_schema"
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def valid_scope(scope: str) -> str:
+    """``scope`` if it can prefix Dagster names and asset keys, else a ``ValueError`` saying why."""
+    if not _NAME_RE.match(scope):
+        raise ValueError(
+            f"{scope!r} must start with a letter and hold only letters, digits and underscores"
+        )
+    return scope
+
+
+def scoped(name: str, scope: str | None) -> str:
+    """``name`` for the project ``scope`` (``shop`` -> ``shop__dango_pipeline``); unscoped as is."""
+    return f"{scope}__{name}" if scope else name
