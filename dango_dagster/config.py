@@ -33,7 +33,15 @@ class _Section(BaseModel):
 
 
 class WarehouseSettings(_Section):
+    # "file": one DuckDB file (one host). "ducklake": a DuckLake catalog (Postgres, shared by every
+    # host) with Parquet data under ``data_path``; readers pin a snapshot (docs/SCALING.md).
+    kind: Literal["file", "ducklake"] = "file"
     path: str = "data/warehouse.duckdb"
+    # ducklake only: the catalog, as DuckDB's ATTACH takes it after ``ducklake:`` (for example
+    # ``postgres:dbname=lake host=db user=dango``); unset means env DANGO_LAKE_CATALOG.
+    catalog: str | None = None
+    # ducklake only: where the Parquet files go (a folder every host sees at the same path).
+    data_path: str = "data/lake"
 
 
 class DbtSettings(_Section):
@@ -100,6 +108,20 @@ class NotebookSettings(_Section):
 
 class LockSettings(_Section):
     queue_timeout_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # "file": flock on .dango/state/dbt.lock (one host, shared with Dango). "postgres": an advisory
+    # lock on ``dsn`` (several hosts). Env DANGO_LOCK_BACKEND / DANGO_LOCK_DSN / DANGO_LOCK_KEY
+    # override these three (docs/SCALING.md).
+    backend: Literal["file", "postgres"] = "file"
+    dsn: str | None = None
+    # The warehouse's name, the same on every host; unset: the project folder's name.
+    key: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _valid_dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("dsn must be a postgresql:// URL, e.g. postgresql://dango@db:5432/lock")
+        return value
 
 
 class SnapshotSettings(_Section):
