@@ -120,7 +120,9 @@ class LockSettings(_Section):
     @classmethod
     def _valid_dsn(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("dsn must be a postgresql:// URL, e.g. postgresql://dango@db:5432/lock")
+            raise ValueError(
+                "dsn must be a postgresql:// URL, e.g. postgresql://dango@db:5432/lock"
+            )
         return value
 
 

@@ -45,15 +45,27 @@ def _fmt_age(seconds: float | None) -> str:
 
 def lock_report(project_dir: Path) -> dict[str, Any]:
     """Everything `lock status` shows, as data (the CLI prints it; tests and scripts read it)."""
-    from dango_dagster.lock import lock_paths, read_holder_info, read_lock_holder
+    from dango_dagster.lock import lock_paths, lock_target, read_holder_info, read_lock_holder
+    from dango_dagster.lock.holder import read_file_lock_holder
     from dango_dagster.lock.info import stale_reason
 
     lock_path, info_path = lock_paths(project_dir)
-    holder = read_lock_holder(project_dir)
+    target = lock_target(project_dir)
+    holder = read_lock_holder(project_dir, target)
+    # dbt.lock.json describes the local flock only: judge it against that holder.
+    local = holder if target.backend == "file" else read_file_lock_holder(project_dir)
     on_disk = read_holder_info(info_path)
-    reason = stale_reason(info_path, holder)
+    reason = stale_reason(info_path, local)
+    server = None
+    if target.backend == "postgres":
+        from dango_dagster.lock.postgres import redact_dsn
+
+        server = redact_dsn(target.dsn or "")
     return {
         "project": str(project_dir),
+        "backend": target.backend,
+        "key": target.key,
+        "server": server,
         "lock_file": str(lock_path),
         "held": holder is not None,
         "holder": None
@@ -73,9 +85,15 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_HELD if report["held"] else EXIT_OK
     print(f"project:   {report['project']}")
+    if report["backend"] == "postgres":
+        print(f"backend:   postgres (warehouse {report['key']!r} on {report['server']})")
     holder = report["holder"]
     if holder is None:
         print("lock:      free")
+    elif not holder["known"] and holder.get("backend") == "postgres":
+        print(f"lock:      HELD by an unknown holder (Postgres session {holder['backend_pid']},")
+        print(f"           application {holder['application_name']!r}, from {holder['hostname']})")
+        print("           it holds the advisory lock but wrote no holder info")
     elif not holder["known"]:
         pid = f" (kernel lock table: PID {holder['pid']})" if holder["pid"] else ""
         print(f"lock:      HELD by an unknown holder{pid}")

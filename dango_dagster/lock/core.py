@@ -30,15 +30,16 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dango_dagster._fs import atomic_write_json
 from dango_dagster.errors import DbtLockError, DbtLockTimeout
+from dango_dagster.lock.holder import read_file_lock_holder, read_lock_holder
 from dango_dagster.lock.info import (
     LockHolder,
     LockWait,
     clean_stale_info,
     holder_is_alive,
-    kernel_lock_pids,
     lock_paths,
     now_iso,
     process_start_time,
@@ -49,19 +50,15 @@ from dango_dagster.lock.primitives import (
     BlockingWaiter,
     open_lock_file,
     poll_lock,
-    probe_free,
     same_file,
     try_lock,
     unlock,
 )
-from dango_dagster.lock.registry import (
-    Held,
-    KeyState,
-    generation,
-    held_by_this_process,
-    key_for,
-    state_for,
-)
+from dango_dagster.lock.registry import Held, KeyState, generation, key_for, state_for
+from dango_dagster.lock.target import lock_target
+
+if TYPE_CHECKING:
+    from dango_dagster.lock.postgres import PgLockSession
 
 __all__ = [
     "DbtLock",
@@ -79,30 +76,6 @@ DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_REPORT_INTERVAL_S = 5.0
 
 
-def read_lock_holder(project_dir: str | os.PathLike[str]) -> LockHolder | None:
-    """The live holder of a project's lock, or None when the lock is free.
-
-    Never takes or disturbs the lock (it reads the kernel's lock table), and never trusts the JSON
-    file alone: info whose process is gone (or whose PID now belongs to another process) is
-    ignored, and a holder that wrote no info is reported with ``known=False``.
-    """
-    lock_path, info_path = lock_paths(project_dir)
-    ours = held_by_this_process(key_for(lock_path))
-    if ours is not None:
-        return ours
-    if not lock_path.exists():
-        return None
-    pids = kernel_lock_pids(lock_path)
-    held = bool(pids) if pids is not None else not probe_free(lock_path)
-    if not held:
-        return None
-    info = read_holder_info(info_path)
-    if info is not None and holder_is_alive(info) and (not pids or info.pid in pids):
-        return info
-    named = sorted(p for p in pids or () if p > 0)  # 0 / -1: a PID we cannot see
-    return LockHolder(pid=named[0] if named else None, known=False)
-
-
 class _Reporter:
     """Calls the ``on_wait`` hook when a wait starts and every ``interval`` seconds after."""
 
@@ -110,6 +83,10 @@ class _Reporter:
         self, lock: DbtLock, hook: Callable[[LockWait], None] | None, timeout: float | None
     ) -> None:
         self.lock, self.hook, self.timeout = lock, hook, timeout
+        # Who blocks us, for reports and the timeout error (DbtLock points it at the phase's lock).
+        self.who: Callable[[], LockHolder | None] = lambda: read_lock_holder(
+            lock.project_dir, lock.target
+        )
         self.start = time.monotonic()
         self.deadline = None if timeout is None else self.start + max(0.0, timeout)
         self._next = self.start
@@ -130,11 +107,10 @@ class _Reporter:
         if self.hook is None or now < self._next:
             return
         self._next = now + self.lock.report_interval
-        holder = read_lock_holder(self.lock.project_dir)
-        self.hook(LockWait(now - self.start, self.timeout, holder))
+        self.hook(LockWait(now - self.start, self.timeout, self.who()))
 
     def timeout_error(self) -> DbtLockTimeout:
-        holder = read_lock_holder(self.lock.project_dir)
+        holder = self.who()
         waited = time.monotonic() - self.start
         return DbtLockTimeout(self.lock.project_dir, holder, waited, self.timeout)
 
@@ -170,7 +146,10 @@ class DbtLock:
         self.operation = operation
         self.on_wait = on_wait
         self.report_interval = max(0.01, report_interval)
-        self._key = key_for(self.lock_path)
+        # file (flock) or postgres (+ flock when the warehouse is a local file): lock/target.py
+        self.target = lock_target(self.project_dir)
+        self._file_key = key_for(self.lock_path)
+        self._key = self.target.registry_key or self._file_key
         self._depth = 0
         self._forked_depth = 0
         self._generation = generation()
@@ -200,16 +179,26 @@ class DbtLock:
         rep = _Reporter(self, on_wait or self.on_wait, timeout)
         state = state_for(self._key)
         if self._join_or_claim(state, rep):
+            session: PgLockSession | None = None
+            fd: int | None = None
             try:
-                fd = self._acquire_fd(state, rep)
-                holder = self._write_info(fd)
+                # Postgres first, then the local flock (release in reverse): one order
+                # everywhere, and Dango only ever takes the flock, so no cycle can form.
+                if self.target.backend == "postgres":
+                    session = self._acquire_pg(rep)
+                if self.target.flock:
+                    rep.who = lambda: read_file_lock_holder(self.project_dir)
+                    fd = self._acquire_fd(state_for(self._file_key), rep)
+                holder = self._write_info(fd, session)
             except BaseException:
+                if session is not None:
+                    session.release()
                 with state.cond:
                     state.acquiring = False
                     state.cond.notify_all()
                 raise
             with state.cond:
-                state.held = Held(fd=fd, count=1, holder=holder)
+                state.held = Held(fd=fd, count=1, holder=holder, session=session)
                 state.acquiring = False
                 state.cond.notify_all()
                 self._depth += 1
@@ -235,6 +224,27 @@ class DbtLock:
                 state.cond.wait(rep.slice())
             rep.tick()
         raise rep.timeout_error()
+
+    def _acquire_pg(self, rep: _Reporter) -> PgLockSession:
+        """Take the advisory lock on a session of our own, queueing on the server in slices."""
+        from dango_dagster.lock.postgres import PgLockSession
+
+        session = PgLockSession(self.target.dsn or "", self.target.key or "")
+        try:
+            rep.who = session.read_holder
+            got = session.try_lock()
+            while not got:
+                if rep.expired():
+                    got = session.try_lock()  # a last attempt, as for the file lock
+                    if not got:
+                        raise rep.timeout_error()
+                    break
+                rep.tick()
+                got = session.wait(max(0.001, rep.slice()))
+        except BaseException:
+            session.close()  # ending the session frees the lock if it came meanwhile
+            raise
+        return session
 
     def _acquire_fd(self, state: KeyState, rep: _Reporter) -> int:
         while True:
@@ -300,7 +310,7 @@ class DbtLock:
 
     def _last_attempt(self, rep: _Reporter) -> int:
         """At the deadline: if the holder is gone by now, take the lock instead of failing."""
-        if read_lock_holder(self.project_dir) is None:
+        if read_file_lock_holder(self.project_dir) is None:
             fd = open_lock_file(self.lock_path)
             try:
                 if try_lock(fd):
@@ -310,7 +320,7 @@ class DbtLock:
             os.close(fd)
         raise rep.timeout_error()
 
-    def _write_info(self, fd: int) -> LockHolder:
+    def _write_info(self, fd: int | None, session: PgLockSession | None) -> LockHolder:
         pid = os.getpid()
         holder = LockHolder(
             pid=pid,
@@ -321,11 +331,15 @@ class DbtLock:
             process_start_time=_own_start_time(pid),
         )
         try:
-            # No fsync: after a crash the info is stale anyway, and readers never trust it blindly.
-            atomic_write_json(self.info_path, holder.to_json(), durable=False)
+            if session is not None:  # what `lock status` shows on every host
+                session.publish(holder)
+            if fd is not None:
+                # No fsync: after a crash the info is stale anyway; readers never trust it blindly.
+                atomic_write_json(self.info_path, holder.to_json(), durable=False)
         except BaseException as exc:
-            unlock(fd)
-            os.close(fd)
+            if fd is not None:
+                unlock(fd)
+                os.close(fd)
             if isinstance(exc, OSError):
                 raise DbtLockError(
                     f"Took the lock of {self.project_dir} but could not write its holder info "
@@ -355,14 +369,19 @@ class DbtLock:
             # Still under ``cond``: no thread of ours can take the lock (and write its info)
             # before our info is gone. Removing it before unlocking means we can never delete
             # the info of the next holder in another process.
-            info = read_holder_info(self.info_path)
-            if info is not None and info.pid == os.getpid():
-                with contextlib.suppress(OSError):
-                    self.info_path.unlink()
             try:
-                unlock(entry.fd)
+                if entry.fd is not None:
+                    info = read_holder_info(self.info_path)
+                    if info is not None and info.pid == os.getpid():
+                        with contextlib.suppress(OSError):
+                            self.info_path.unlink()
+                    try:
+                        unlock(entry.fd)
+                    finally:
+                        os.close(entry.fd)
             finally:
-                os.close(entry.fd)
+                if entry.session is not None:  # the flock first, then postgres (reverse order)
+                    entry.session.release()
 
     @property
     def held_seconds(self) -> float:

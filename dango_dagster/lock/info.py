@@ -75,6 +75,12 @@ class LockHolder(Mapping[str, Any]):
 
     def describe(self) -> str:
         """One line naming the holder, for error messages and logs."""
+        if not self.known and self.extra.get("backend") == "postgres":
+            return (
+                f"an unknown holder (Postgres session {self.extra.get('backend_pid')}, "
+                f"application {self.extra.get('application_name') or '?'!r}, "
+                f"PID {self.pid or '?'} on host {self.hostname or '?'}; it wrote no holder info)"
+            )
         if not self.known:
             who = "an unknown holder (a process holds dbt.lock but wrote no holder info"
             who += f"; kernel lock table names PID {self.pid})" if self.pid else ")"

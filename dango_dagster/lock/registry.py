@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dango_dagster.lock.info import LockHolder
 from dango_dagster.lock.primitives import BlockingWaiter
@@ -20,9 +21,10 @@ from dango_dagster.lock.primitives import BlockingWaiter
 
 @dataclass
 class Held:
-    fd: int
+    fd: int | None  # None: postgres backend on a warehouse that is no local file
     count: int
     holder: LockHolder
+    session: Any = None  # the PgLockSession holding the advisory lock (postgres backend)
 
 
 class KeyState:
