@@ -13,11 +13,16 @@ import re
 
 # -- run tags we set ----------------------------------------------------------------------------
 TAG_LOCK = "dango/lock"  # the run's lock state: waiting, held, released, timeout
-TAG_LOCK_HOLDER = "dango/lock_holder"  # who the run waits for (while it waits)
+TAG_LOCK_HOLDER = "dango/lock_holder"  # who the run waits for (while it waits), "this run", "none"
 TAG_LOCK_TIMEOUT = "dango/lock_timeout"  # seconds this run may queue for the lock (overrides)
 TAG_LAUNCHED_BY = "dango/launched_by"  # cli, demo, ... for runs our CLI starts
 TAG_SOURCE = "dango/source"  # the source an uploads-sensor run loads
 TAG_PROJECT = "dango/project"  # the project folder a run belongs to
+# The process that runs a run (set when it starts executing), so a dead run is recognised: the
+# PID, its start time (a reused PID is another process) and the host.
+TAG_PID = "dango/pid"
+TAG_PROCESS_START = "dango/process_start_time"
+TAG_HOST = "dango/host"
 
 # -- run tags Dagster sets (who launched a run) -------------------------------------------------
 DAGSTER_SENSOR_TAG = "dagster/sensor_name"
@@ -38,8 +43,7 @@ PIPELINE_JOB = "dango_pipeline"
 REFRESH_SCHEDULE = "daily_refresh"
 UPLOADS_SENSOR = "uploads_sensor"
 AUTOMATION_SENSOR = "dango_automation"
-STATUS_ON_FAILURE_SENSOR = "status_on_failure"
-STATUS_ON_SUCCESS_SENSOR = "status_on_success"
+DEAD_RUNS_SENSOR = "dead_runs_sensor"
 GATE_RESOURCE = "warehouse_gate"
 DBT_RESOURCE = "dbt"
 SNAPSHOT_ASSET = "warehouse_snapshot"

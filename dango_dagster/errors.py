@@ -38,7 +38,9 @@ __all__ = [
     "ProjectConfigError",
     "QueryError",
     "RunFailedError",
+    "RunInterruptedError",
     "RunLockTimeoutError",
+    "RunTerminatedError",
     "ShortCopyError",
     "SnapshotError",
     "SourceError",
@@ -158,6 +160,19 @@ def _rebuild_lock_timeout(
 class RunFailedError(DangoError, RuntimeError):
     """A pipeline run through Dagster (``sync``, ``demo run``) failed; the message is the first
     failed step's reason."""
+
+
+class RunInterruptedError(RunFailedError):
+    """A pipeline run stopped by Ctrl-C (SIGINT); the message says during what and what state the
+    warehouse is in. The Dagster run is marked canceled."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class RunTerminatedError(RunInterruptedError):
+    """A pipeline run stopped by SIGTERM (``kill``, a service manager, a container stop)."""
+
+    exit_code = EXIT_TERMINATED
 
 
 class RunLockTimeoutError(RunFailedError):

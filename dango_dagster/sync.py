@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -74,7 +75,10 @@ class PipelineResult:
     tables: list[TableResult] = field(default_factory=list)
     snapshot_path: str | None = None
     error: str | None = None
+    fix: str | None = None
+    log_path: str | None = None
     lock_timeout: bool = False
+    interrupted: int | None = None  # the signal that ended the run (SIGINT, SIGTERM)
 
     @property
     def rows_loaded(self) -> int:
@@ -118,6 +122,7 @@ def run_pipeline(
     progress: Callable[[dict[str, Any]], None] | None = None,
     launched_by: str = "cli",
     quiet: bool = False,
+    handle_signals: bool = False,
 ) -> PipelineResult:
     """Materialize the selected sources, the dbt models downstream and the snapshot.
 
@@ -125,21 +130,27 @@ def run_pipeline(
     a number lets the run queue that long (the ``dango/lock_timeout`` tag). ``quiet`` keeps the
     terminal for ``progress``: dbt's output goes to ``.dango/logs/sync_<id>.log`` and only
     Dagster's warnings and errors are printed (everything is in the run's event log anyway).
+    ``handle_signals`` (the CLI, on the main thread): SIGINT and SIGTERM end the run at once as
+    ``interrupted``, the Dagster run canceled; see :func:`_execute_interruptibly`.
     """
     from dango_dagster.defs.builder import build_definitions
+    from dango_dagster.defs.runs import RunRecorder, identity_tags, reconcile_dead_runs
 
     started = time.monotonic()
     instance = instance or open_instance(config)
+    # A sync killed earlier (kill -9, OOM) left its run STARTED and its status file running.
+    reconcile_dead_runs(instance, config)
     defs = build_definitions(config)
     job = defs.resolve_job_def(PIPELINE_JOB)
     selection = _selection(config, sources).resolve(defs.resolve_asset_graph())
     run_id = str(uuid.uuid4())
-    tags = {TAG_LAUNCHED_BY: launched_by}
+    tags = {TAG_LAUNCHED_BY: launched_by, **identity_tags()}
     if wait_seconds is not None:
         tags[TAG_LOCK_TIMEOUT] = str(wait_seconds)
     cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
     status = SyncStatus(config.state_dir, run_id)
     status.update("queued", f"Sync of {', '.join(sources) if sources else 'all sources'} queued")
+    recorder = RunRecorder(instance, config, run_id)
 
     stop = threading.Event()
     watcher = None
@@ -148,26 +159,40 @@ def run_pipeline(
         watcher = threading.Thread(target=_watch_status, args=(path, stop, progress), daemon=True)
         watcher.start()
     run_config: dict[str, Any] = {}
-    log_file = config.logs_dir / f"sync_{status.sync_id}.log"
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-            config.logs_dir.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_file.open("w"))))
-        stack.callback(stop.set)
-        result = job.execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
-            run_id=run_id,
-            tags=tags,
-            raise_on_error=False,
-        )
+    log_file = recorder.log_path
+
+    def execute() -> dg.ExecuteInProcessResult:
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                config.logs_dir.mkdir(parents=True, exist_ok=True)
+                out = stack.enter_context(log_file.open("w"))
+                stack.enter_context(contextlib.redirect_stdout(out))
+            return job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+                run_id=run_id,
+                tags=tags,
+                raise_on_error=False,
+            )
+
+    if quiet:
+        run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    try:
+        result = _execute_interruptibly(execute) if handle_signals else execute()
+    except _Interrupted as interrupt:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=1)
+        return _interrupted_outcome(instance, recorder, interrupt.signum, started)
+    finally:
+        stop.set()
     if watcher is not None:
         watcher.join(timeout=1)
 
     outcome = PipelineResult(run_id=run_id, success=result.success, seconds=0.0)
     for event in result.all_events:
+        recorder.observe(event)
         if event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.step_materialization_data.materialization
             meta = dict(mat.metadata)
@@ -180,22 +205,111 @@ def run_pipeline(
             )
             if META_PUBLISHED_PATH in meta:
                 outcome.snapshot_path = str(_metadata_value(meta, META_PUBLISHED_PATH))
-        elif event.event_type_value == "STEP_FAILURE" and outcome.error is None:
-            err = event.step_failure_data.error
+        elif event.event_type_value == "STEP_FAILURE" and outcome.lock_timeout is False:
             user = event.step_failure_data.user_failure_data
-            outcome.error = (user.description if user and user.description else None) or (
-                err.message.strip() if err else "step failed"
-            )
             # The gate attaches the holder to the failure it raises when the lock stays taken.
             outcome.lock_timeout = bool(user and META_LOCK_HOLDER in user.metadata)
+    recorder.record_traceback()
+    final = recorder.finish()
+    if recorder.failures:
+        first = recorder.failures[0]
+        outcome.error, outcome.fix = first.cause, first.fix
+    elif not result.success:
+        outcome.error = final.get("message") or "the run failed"
+        outcome.fix = f"See the run's log: {log_file}."
+    outcome.log_path = str(log_file)
     outcome.seconds = time.monotonic() - started
-    if outcome.success:
-        status.update(
-            "completed",
-            f"Sync finished in {outcome.seconds:.1f} s ({outcome.rows_loaded} rows loaded)",
-        )
-    elif (read_status(status.path) or {}).get("phase") != "failed":  # the gate may have said why
-        status.update("failed", outcome.error or "run failed", error="step_failure")
     if progress is not None:
-        progress(read_status(status.path) or {})
+        progress(final)
     return outcome
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while a CLI run executed (a BaseException, like Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _execute_interruptibly(execute: Callable[[], Any]) -> Any:
+    """Run ``execute`` on a worker thread; a SIGINT/SIGTERM ends the wait at once.
+
+    On the main thread, Dagster would turn a signal into an exception inside the step and then
+    wait for it to unwind (dagster-dbt gives dbt 25 s to stop). A user pressing Ctrl-C wants the
+    terminal back now, so the main thread only waits, and on a signal raises ``_Interrupted``;
+    the caller records the run as interrupted and canceled and the process exits, which frees
+    the warehouse lock in the kernel. That is as safe as ``kill -9``, which the warehouse
+    survives by design: DuckDB drops an uncommitted transaction, dbt models are replaced
+    atomically one by one, and a snapshot is only published after it was verified.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["result"] = execute()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker = threading.Thread(target=target, name="dango-run", daemon=True)
+        worker.start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# What each phase's interruption leaves behind, in one clause for the user.
+_STATE_AFTER = {
+    "queued": "nothing was written; the warehouse is unchanged",
+    "lock_waiting": "nothing was written; the warehouse is unchanged",
+    "data_load": (
+        "raw tables whose load had committed hold the new rows, the others their previous rows;"
+        " the dbt models and the published snapshot are unchanged"
+    ),
+    "dbt": (
+        "models dbt had finished are rebuilt, the others keep their previous data; the published"
+        " snapshot is unchanged"
+    ),
+    "snapshot": (
+        "the warehouse holds the new data; the published snapshot is still the previous one"
+    ),
+}
+
+
+def _interrupted_outcome(
+    instance: dg.DagsterInstance, recorder: Any, signum: int, started: float
+) -> PipelineResult:
+    """Record an interrupted CLI run: status file ``interrupted``, Dagster run canceled."""
+    name = signal.Signals(signum).name
+    before = read_status(status_path(recorder.config.state_dir, recorder.run_id[:12])) or {}
+    phase = str(before.get("phase", "queued"))
+    final = recorder.finish(interrupted_by=name)
+    with contextlib.suppress(Exception):
+        run = instance.get_run_by_id(recorder.run_id)
+        if run is not None and not run.is_finished:
+            instance.report_run_canceled(run, message=f"Canceled: {final.get('message')}")
+    state = _STATE_AFTER.get(phase, "the warehouse keeps its last committed data")
+    activity = final.get("message", "").split(" during ", 1)[-1]
+    return PipelineResult(
+        run_id=recorder.run_id,
+        success=False,
+        seconds=time.monotonic() - started,
+        error=(
+            f"interrupted by {name} during {activity} (run {recorder.run_id[:8]} canceled, "
+            f"lock released): {state}. Run the sync again to finish."
+        ),
+        interrupted=signum,
+    )

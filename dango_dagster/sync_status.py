@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from dango_dagster._fs import atomic_write_json
-from dango_dagster.lock.info import now_iso
+from dango_dagster.lock.info import now_iso, process_gone_reason, process_start_time
 
-Phase = Literal["queued", "lock_waiting", "data_load", "dbt", "snapshot", "completed", "failed"]
+Phase = Literal[
+    "queued", "lock_waiting", "data_load", "dbt", "snapshot", "completed", "failed", "interrupted"
+]
 PHASES: tuple[str, ...] = (
     "queued",
     "lock_waiting",
@@ -27,8 +30,19 @@ PHASES: tuple[str, ...] = (
     "snapshot",
     "completed",
     "failed",
+    "interrupted",
 )
-FINISHED_PHASES = frozenset({"completed", "failed"})
+# ``interrupted``: the run's process was stopped (Ctrl-C, SIGTERM, a cancel from the UI) or died
+# (kill -9, OOM, a crash); written by the run itself when it can, else by whoever notices first.
+FINISHED_PHASES = frozenset({"completed", "failed", "interrupted"})
+# What a run was doing in each running phase, in the words of a message to the user.
+PHASE_ACTIVITY = {
+    "queued": "start-up",
+    "lock_waiting": "its wait for the warehouse lock",
+    "data_load": "the dlt load",
+    "dbt": "dbt build",
+    "snapshot": "the snapshot",
+}
 # Finished status files are kept this long so a UI polling every few seconds sees the outcome.
 DEFAULT_KEEP_FINISHED_SECONDS = 24 * 3600
 
@@ -56,6 +70,11 @@ class SyncStatus:
         return sync_id_for_run(self.run_id)
 
     @property
+    def data(self) -> dict[str, Any]:
+        """The fields this run wrote beyond the fixed ones (phase, message, waited_seconds...)."""
+        return dict(self._data)
+
+    @property
     def path(self) -> Path:
         return status_path(self.state_dir, self.sync_id)
 
@@ -70,6 +89,8 @@ class SyncStatus:
         return status
 
     def update(self, phase: Phase, message: str, **extra: Any) -> None:
+        """Rewrite the file: this phase and message, ``extra`` fields, and this process as the
+        run's (``pid``, ``process_start_time``, ``hostname``), so a dead run is recognisable."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
         # The holder is only meaningful while waiting; clear it on every other phase.
@@ -82,7 +103,7 @@ class SyncStatus:
             {
                 "sync_id": self.sync_id,
                 "run_id": self.run_id,
-                "pid": os.getpid(),
+                **this_process(),
                 "started_at": self.started_at,
                 "updated_at": now_iso(),
                 **self._data,
@@ -90,7 +111,72 @@ class SyncStatus:
         )
 
 
-_FIXED_KEYS = frozenset({"sync_id", "run_id", "pid", "started_at", "updated_at"})
+_FIXED_KEYS = frozenset(
+    {"sync_id", "run_id", "pid", "process_start_time", "hostname", "started_at", "updated_at"}
+)
+
+
+def this_process() -> dict[str, Any]:
+    """The identity of this process as status files and run tags record it: PID, start time
+    (so a reused PID is not mistaken for the run) and host."""
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "process_start_time": process_start_time(pid),
+        "hostname": socket.gethostname(),
+    }
+
+
+def gone_reason(status: dict[str, Any]) -> str | None:
+    """Why the run of a status file in a running phase is dead, e.g. "process 1234 gone during
+    dbt build"; None while it runs, once it finished, or when the file names no process."""
+    phase = status.get("phase")
+    pid = status.get("pid")
+    if phase in FINISHED_PHASES or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    start = status.get("process_start_time")
+    reason = process_gone_reason(
+        pid,
+        status.get("hostname") if isinstance(status.get("hostname"), str) else None,
+        float(start) if isinstance(start, int | float) else None,
+    )
+    if reason is None:
+        return None
+    activity = PHASE_ACTIVITY.get(str(phase), str(phase))
+    if reason.endswith("is gone"):
+        return f"process {pid} gone during {activity}"
+    return f"{reason}; the run died during {activity}"
+
+
+def mark_interrupted(path: Path, status: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Record in a dead run's status file that it was interrupted, keeping the run's own PID
+    (whoever notices, a later sync or ``lock status``, is not the run)."""
+    data = {k: v for k, v in status.items() if k != "holder"}
+    data.update(
+        phase="interrupted",
+        interrupted_during=status.get("phase"),
+        message=f"Interrupted: {reason}",
+        error="process_gone",
+        updated_at=now_iso(),
+    )
+    atomic_write_json(path, data)
+    return data
+
+
+def reconcile_status_files(state_dir: Path) -> list[dict[str, Any]]:
+    """Mark every status file whose run died in a running phase ``interrupted``; returns them.
+
+    Dagster-free and quick (a stat of each run's process), so ``lock status`` can call it.
+    """
+    fixed: list[dict[str, Any]] = []
+    for path in state_dir.glob("sync_status_*.json"):
+        data = read_status(path)
+        if data is None:
+            continue
+        reason = gone_reason(data)
+        if reason is not None:
+            fixed.append(mark_interrupted(path, data, reason))
+    return fixed
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """The lock gate inside real Dagster runs, against a real outside process holding the lock."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -189,27 +190,37 @@ def write_then_fail(context: dg.AssetExecutionContext, warehouse_gate: Warehouse
     raise RuntimeError("transform exploded")
 
 
-def test_run_failure_sensor_records_the_failure(project_dir: Path) -> None:
+def _write_then_fail_job() -> dg.JobDefinition:
+    """The job a run worker would load (``execute_job`` needs it reconstructable)."""
     from dango_dagster.config import load_config
-    from dango_dagster.defs.automation import build_status_sensors
+    from dango_dagster.defs.runs import recording_executor
 
-    failure_sensor, _ = build_status_sensors(load_config(project_dir))
-    gate = WarehouseLockGate(project_dir=str(project_dir))
-    defs = dg.Definitions(assets=[write_then_fail], resources={"warehouse_gate": gate})
+    project = os.environ[_PROJECT_ENV]
+    defs = dg.Definitions(
+        assets=[write_then_fail],
+        jobs=[dg.define_asset_job("write_then_fail_job")],
+        resources={"warehouse_gate": WarehouseLockGate(project_dir=project)},
+        executor=recording_executor(load_config(project)),
+    )
+    return defs.resolve_job_def("write_then_fail_job")
+
+
+_PROJECT_ENV = "DANGO_TEST_GATE_PROJECT"
+
+
+def test_run_writes_its_own_final_state(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run launched like the daemon launches it (its job's own executor) records its process
+    and writes its final state itself: the cause, the run's own PID, no sensor tick needed."""
+    monkeypatch.setenv(_PROJECT_ENV, str(project_dir))
     with dg.instance_for_test() as instance:
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-        assert not result.success
-        status_file = status_path(project_dir / ".dango" / "state", result.run_id[:12])
-        assert read_status(status_file)["phase"] == "data_load"  # the step died mid-run
-        (run_failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="status_on_failure",
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            dagster_event=run_failure.dagster_event,
-        ).for_run_failure()
-        failure_sensor(context)
-    status = read_status(status_file)
-    assert status["phase"] == "failed" and status["error"] == "run_failure"
+        with dg.execute_job(dg.reconstructable(_write_then_fail_job), instance=instance) as result:
+            assert not result.success
+            run = instance.get_run_by_id(result.run_id)
+        assert run is not None and run.tags["dango/pid"] == str(os.getpid())
+        assert run.tags["dango/lock"] == "released" and run.tags["dango/lock_holder"] == "none"
+    status = read_status(status_path(project_dir / ".dango" / "state", result.run_id[:12]))
+    assert status["phase"] == "failed" and status["pid"] == os.getpid()
+    assert status["message"] == "RuntimeError: transform exploded"  # not Dagster's wrapper
+    assert status["step"] == "write_then_fail" and status["waited_seconds"] < 1

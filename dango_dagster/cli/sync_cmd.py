@@ -75,12 +75,26 @@ def print_summary(outcome: Any) -> None:
 
 
 def raise_if_failed(outcome: Any) -> None:
-    """A failed run becomes the error the CLI maps to its exit code (lock timeouts: 2)."""
-    from dango_dagster.errors import RunFailedError, RunLockTimeoutError
+    """A failed run becomes the error the CLI maps to its exit code (lock timeouts: 2, Ctrl-C:
+    130, SIGTERM: 143): its cause and fix are the command's last lines, after the log's path."""
+    import signal
 
-    if not outcome.success:
-        error = RunLockTimeoutError if outcome.lock_timeout else RunFailedError
-        raise error(outcome.error or "the run failed")
+    from dango_dagster.errors import (
+        RunFailedError,
+        RunInterruptedError,
+        RunLockTimeoutError,
+        RunTerminatedError,
+    )
+
+    if outcome.success:
+        return
+    if outcome.interrupted is not None:
+        error = RunTerminatedError if outcome.interrupted == signal.SIGTERM else RunInterruptedError
+        raise error(outcome.error or "interrupted", hint="")
+    if outcome.log_path:
+        print(f"log:       {outcome.log_path} (full traceback, dbt output)")
+    error = RunLockTimeoutError if outcome.lock_timeout else RunFailedError
+    raise error(outcome.error or "the run failed", hint=outcome.fix or "")
 
 
 def handle_sync(args: argparse.Namespace) -> int:
@@ -110,7 +124,9 @@ def handle_sync(args: argparse.Namespace) -> int:
         wait_seconds=args.wait,
         progress=progress_printer(started),
         quiet=True,
+        handle_signals=True,
     )
-    print_summary(outcome)
+    if outcome.interrupted is None:  # an interrupted sync says one line, and nothing else
+        print_summary(outcome)
     raise_if_failed(outcome)
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""Automation: the daily refresh, the uploads sensor, and status files for finished runs.
+"""Automation: the daily refresh, the uploads sensor, declarative automation.
 
 Every run launched here carries Dagster's ``dagster/sensor_name`` or ``dagster/schedule_name`` tag,
 so the gate lets it queue for the warehouse lock (300 s) instead of failing when Dango's CLI or
@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig, SourceSettings
 from dango_dagster.constants import (
     AUTOMATION_SENSOR,
-    META_LOCK_HOLDER,
     REFRESH_SCHEDULE,
-    STATUS_ON_FAILURE_SENSOR,
-    STATUS_ON_SUCCESS_SENSOR,
     TAG_SOURCE,
     UPLOADS_SENSOR,
 )
 from dango_dagster.defs.ingestion.watch import already_loaded, fingerprint, upload_files
-from dango_dagster.sync_status import SyncStatus, cleanup_finished, read_status, status_path
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -38,7 +34,6 @@ AUTOMATION_INTERVAL_SECONDS = 10
 __all__ = [
     "build_automation_sensor",
     "build_refresh_schedule",
-    "build_status_sensors",
     "build_uploads_sensor",
 ]
 
@@ -143,48 +138,3 @@ def build_refresh_schedule(config: ProjectConfig, job: UnresolvedAssetJobDefinit
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Refreshes everything daily: every source, the dbt models, the snapshot.",
     )
-
-
-def _finish_status(config: ProjectConfig, run: dg.DagsterRun, phase: str, message: str, **extra):
-    path = status_path(config.state_dir, run.run_id[:12])
-    current = read_status(path)
-    if current is None or current.get("phase") in ("completed", "failed"):
-        return  # a run that never wrote, or one whose writer already said how it ended
-    SyncStatus.open(config.state_dir, run.run_id).update(phase, message, **extra)  # type: ignore[arg-type]
-
-
-def build_status_sensors(config: ProjectConfig) -> list[dg.SensorDefinition]:
-    """Write how each run ended into its status file, and clean old finished ones."""
-
-    @dg.run_failure_sensor(
-        name=STATUS_ON_FAILURE_SENSOR,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        monitor_all_code_locations=False,
-    )
-    def status_on_failure(context: dg.RunFailureSensorContext) -> None:
-        extra: dict[str, Any] = {"error": "run_failure"}
-        for event in context.get_step_failure_events():
-            data = event.step_failure_data
-            if (
-                data
-                and data.user_failure_data
-                and META_LOCK_HOLDER in data.user_failure_data.metadata
-            ):
-                extra["holder"] = data.user_failure_data.metadata[META_LOCK_HOLDER].value
-                extra["error"] = "lock_timeout"
-                break
-        _finish_status(
-            config, context.dagster_run, "failed", context.failure_event.message or "", **extra
-        )
-        cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
-
-    @dg.run_status_sensor(
-        name=STATUS_ON_SUCCESS_SENSOR,
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def status_on_success(context: dg.RunStatusSensorContext) -> None:
-        _finish_status(config, context.dagster_run, "completed", "Run succeeded")
-        cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
-
-    return [status_on_failure, status_on_success]

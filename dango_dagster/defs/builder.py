@@ -13,12 +13,12 @@ from dango_dagster.config import ProjectConfig
 from dango_dagster.defs.automation import (
     build_automation_sensor,
     build_refresh_schedule,
-    build_status_sensors,
     build_uploads_sensor,
 )
 from dango_dagster.defs.dbt.assets import build_dbt_assets, build_dbt_resource
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion.assets import build_ingestion_assets, source_specs
+from dango_dagster.defs.runs import build_dead_runs_sensor, recording_executor
 from dango_dagster.defs.snapshot_asset import build_snapshot_asset
 
 # The main job: every source, every dbt model, then the snapshot.
@@ -42,13 +42,14 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         sensors=[
             build_uploads_sensor(config, PIPELINE_JOB),
             build_automation_sensor(),
-            *build_status_sensors(config),
+            build_dead_runs_sensor(config),
         ],
         resources={
             constants.GATE_RESOURCE: WarehouseLockGate(project_dir=str(config.root)),
             constants.DBT_RESOURCE: build_dbt_resource(config),
         },
         # Every step in one process: the writes are serialised by the lock anyway, and a fresh
-        # process per step re-imports dagster, dlt and dbt (~5 s a step on 2 cores).
-        executor=dg.in_process_executor,
+        # process per step re-imports dagster, dlt and dbt (~5 s a step on 2 cores). It also
+        # records the run's process and writes the run's final state into its status file.
+        executor=recording_executor(config),
     )

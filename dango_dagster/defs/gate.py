@@ -9,6 +9,7 @@ looks: the run log, the run's ``dango/lock`` tag, and Dango's status file.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,12 +27,19 @@ from dango_dagster.constants import (
     META_LOCK_WAITED_ON,
     QUEUEING_TAGS,
     TAG_LOCK,
+    TAG_LOCK_HOLDER,
     TAG_LOCK_TIMEOUT,
 )
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
 from dango_dagster.sync_status import Phase, SyncStatus
 
-__all__ = ["LockSession", "WarehouseLockGate", "launch_kind", "lock_timeout_for_run"]
+__all__ = [
+    "LockSession",
+    "WarehouseLockGate",
+    "holder_tag",
+    "launch_kind",
+    "lock_timeout_for_run",
+]
 
 
 def launch_kind(tags: Mapping[str, str]) -> str:
@@ -132,6 +140,8 @@ class WarehouseLockGate(dg.ConfigurableResource):
         )
         timeout = lock_timeout_for_run(tags, queue_timeout)
         status = SyncStatus.open(config.state_dir, run.run_id)
+        # The status file's waited_seconds is the run's total: earlier steps' waits plus this one.
+        waited_before = float(status.data.get("waited_seconds") or 0.0)
         label = f"{operation} (run {run.run_id[:8]})"
         seen: dict[str, LockHolder | None] = {}
 
@@ -143,17 +153,20 @@ class WarehouseLockGate(dg.ConfigurableResource):
                     f"Warehouse is locked by {holder_txt}. {operation} waits up to {timeout:.0f} s "
                     f"(run launched by {launch_kind(tags)})."
                 )
-                _set_tag(context, "waiting")
             else:
                 context.log.info(
                     f"Still waiting for the warehouse lock after {step.waited_seconds:.0f} s "
                     f"of {timeout:.0f} s; held by {holder_txt}."
                 )
+            if seen.get("tagged") != step.holder:
+                seen["tagged"] = step.holder
+                _set_tag(context, "waiting", holder_tag(step.holder))
             status.update(
                 "lock_waiting",
-                f"Waiting for the warehouse lock ({step.waited_seconds:.0f}/{timeout:.0f} s)",
+                f"{operation} waits for the warehouse lock ({step.waited_seconds:.0f}/"
+                f"{timeout:.0f} s)",
                 holder=step.holder.as_dict() if step.holder else None,
-                waited_seconds=round(step.waited_seconds, 1),
+                waited_seconds=round(waited_before + step.waited_seconds, 3),
             )
 
         lock = DbtLock(
@@ -166,7 +179,7 @@ class WarehouseLockGate(dg.ConfigurableResource):
         try:
             lock.acquire(timeout=timeout)
         except DbtLockTimeout as exc:
-            _set_tag(context, "timeout")
+            _set_tag(context, "timeout", holder_tag(exc.raw_holder))
             holder = exc.raw_holder
             status.update(
                 "failed",
@@ -194,19 +207,39 @@ class WarehouseLockGate(dg.ConfigurableResource):
             acquired_at=time.monotonic(),
             waited_on=seen.get("first"),
         )
-        _set_tag(context, "held")
+        _set_tag(context, "held", f"this run (PID {os.getpid()})")
         if "first" in seen:
             context.log.info(f"Took the warehouse lock after waiting {lock.wait_seconds:.2f} s.")
-        status.update(phase, f"{operation}: writing the warehouse")
+        status.update(
+            phase,
+            f"{operation}: writing the warehouse",
+            waited_seconds=round(waited_before + lock.wait_seconds, 3),
+        )
         try:
             yield session
         finally:
             lock.release()
             session.released_at = time.monotonic()
-            _set_tag(context, "released")
+            _set_tag(context, "released", "none")
 
 
-def _set_tag(context: dg.AssetExecutionContext | dg.OpExecutionContext, value: str) -> None:
-    """Make the lock state visible as a run tag in the Dagster UI (best effort)."""
+def holder_tag(holder: LockHolder | None) -> str:
+    """The ``dango/lock_holder`` tag's value while a run waits: who holds the lock, since when."""
+    if holder is None:
+        return "a process that just released the lock"
+    if not holder.known:
+        return f"unknown holder (PID {holder.pid})" if holder.pid else "unknown holder"
+    return (
+        f"PID {holder.pid} on {holder.hostname or '?'}: {holder.source} / {holder.operation}, "
+        f"since {holder.started_at or '?'}"
+    )
+
+
+def _set_tag(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, value: str, holder: str
+) -> None:
+    """Make the lock state and its holder visible as run tags in the Dagster UI (best effort)."""
     with contextlib.suppress(Exception):
-        context.instance.add_run_tags(context.run.run_id, {TAG_LOCK: value})
+        context.instance.add_run_tags(
+            context.run.run_id, {TAG_LOCK: value, TAG_LOCK_HOLDER: holder}
+        )

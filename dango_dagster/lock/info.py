@@ -181,16 +181,25 @@ def _dead_reason(holder: LockHolder) -> str | None:
     """Why the process ``holder`` names is not the one that wrote it; None while it lives."""
     if holder.pid is None:
         return "it names no process"
-    if holder.hostname and holder.hostname != socket.gethostname():
-        # Another host (a shared folder): we cannot see its processes, so never call it stale.
+    return process_gone_reason(holder.pid, holder.hostname, holder.process_start_time)
+
+
+def process_gone_reason(
+    pid: int, hostname: str | None = None, start_time: float | None = None
+) -> str | None:
+    """Why process ``pid`` (started at ``start_time`` on ``hostname``) no longer runs; None while
+    it does. A PID now used by another process counts as gone; a process on another host is
+    never called gone, since its processes cannot be seen from here. Used for lock holders and
+    for the runs recorded in status files and Dagster run tags alike."""
+    if hostname and hostname != socket.gethostname():
         return None
-    current = process_start_time(holder.pid)
+    current = process_start_time(pid)
     if current is None:
-        return f"process {holder.pid} is gone"
-    if holder.process_start_time is None:
+        return f"process {pid} is gone"
+    if start_time is None:
         return None  # Dango writes no start time: a live PID is all we can check
-    if abs(current - holder.process_start_time) > _START_TIME_TOLERANCE_S:
-        return f"PID {holder.pid} now belongs to another process (its start time differs)"
+    if abs(current - start_time) > _START_TIME_TOLERANCE_S:
+        return f"PID {pid} now belongs to another process (its start time differs)"
     return None
 
 

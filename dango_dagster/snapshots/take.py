@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import math
 import os
 import shutil
 import threading
@@ -164,11 +165,17 @@ def _require_warehouse(config: ProjectConfig) -> None:
 def _check_free_space(config: ProjectConfig) -> None:
     size = config.warehouse_path.stat().st_size
     free = shutil.disk_usage(config.snapshots_dir).free
-    if free < size + _FREE_SPACE_MARGIN:
+    needed = size + _FREE_SPACE_MARGIN
+    if free < needed:
+        # Needed rounded up and free rounded down, in the same unit, so the numbers a user reads
+        # always show the shortfall they describe (never "needs 9 MB, 10 MB are free").
+        need_mb, free_mb = math.ceil(needed / 1e6), math.floor(free / 1e6)
         raise SnapshotError(
-            f"Not enough free space for a snapshot in {config.snapshots_dir}: it needs about "
-            f"{size / 1e6:.0f} MB and {free / 1e6:.0f} MB are free. Free some space (older "
-            "snapshots in that folder are safe to delete) and try again; nothing was changed."
+            f"Not enough free space for a snapshot in {config.snapshots_dir}: it needs "
+            f"{need_mb} MB free (the warehouse's {size / 1e6:.1f} MB plus a "
+            f"{_FREE_SPACE_MARGIN / 1e6:.0f} MB margin) and only {free_mb} MB are free. Free at "
+            f"least {max(1, need_mb - free_mb)} MB there (older snapshots in that folder are safe "
+            "to delete) and try again; nothing was changed."
         )
 
 
