@@ -1,8 +1,8 @@
 """One bare run of the demo pipeline in a fresh process, the way a user without Dagster runs it.
 
 ``bench_pipeline.py`` starts this as a new process per repetition, so the bare figure pays the
-same interpreter start and imports (dlt, duckdb) a user's own script would: dlt extract, normalize
-and load plus ``dbt build`` in a subprocess (``bare_tools.run_once``), then a plain copy of the
+same interpreter start and imports (duckdb) a user's own script would: the csv sources loaded
+by the file loader plus ``dbt build`` in a subprocess (``bare_tools.run_once``), then a copy of the
 warehouse file (what the snapshot asset publishes). Prints the step times as one JSON line.
 
     .venv/bin/python bench/bare_once.py PROJECT_DIR

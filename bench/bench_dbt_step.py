@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from dango_dagster.config import CONFIG_RELPATH, ProjectConfig, load_config
+from dango_dagster.config import SETTINGS_RELPATH, ProjectConfig, load_config
 from dango_dagster.demo import init_demo_project
 
 BIN = Path(sys.executable).parent
@@ -45,7 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _set_in_process(config: ProjectConfig, value: bool) -> None:
-    path = config.root / CONFIG_RELPATH
+    path = config.root / SETTINGS_RELPATH
     settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     settings.setdefault("dbt", {})["in_process"] = value
     path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")

@@ -1,13 +1,13 @@
 """The demo pipeline through Dagster, in each path a user takes, against the bare tools.
 
 For each size it makes a fresh demo project and times, in the same run, the wall clock of what a
-user starts (fresh processes), always the same work: load the shop source with dlt, ``dbt build``
+user starts (fresh processes), always the same work: load the csv sources, ``dbt build``
 (models and tests), copy the warehouse for readers.
 
 - bare:     dlt + ``dbt build`` + a plain file copy, in a new process (``bare_once.py``)
 - sync:     ``dango-dagster sync --project P``
 - demo run: ``dango-dagster demo run --project P`` (the main job), if the command exists
-- sensor:   a CSV dropped into ``data/uploads/shop/orders/`` while ``dagster dev`` runs; the run
+- sensor:   a CSV dropped into ``data/uploads/orders/`` while ``dagster dev`` runs; the run
             the uploads sensor launches (source + downstream dbt + snapshot), from created to
             finished, as the web UI shows it (launch overhead and sensor tick reported apart)
 
@@ -42,7 +42,7 @@ import yaml
 from dagster_dev_path import BenchError, DagsterDev, run_figures
 from pipeline_profile import format_profile, profile_sync
 
-from dango_dagster.config import CONFIG_RELPATH, ProjectConfig, load_config
+from dango_dagster.config import SETTINGS_RELPATH, ProjectConfig, load_config
 from dango_dagster.demo import init_demo_project
 
 BIN = Path(sys.executable).parent
@@ -54,7 +54,7 @@ LABELS = {
     "demo": "dango-dagster demo run",
     "sensor": "sensor run under dagster dev",
 }
-BARE_STEPS = ("imports", "extract", "normalize", "load", "dbt_build", "copy")
+BARE_STEPS = ("imports", "load", "dbt_build", "copy")
 TIMEOUT = 900.0
 _RUN_ID = re.compile(r"^run id:\s+(\S+)", re.MULTILINE)
 
@@ -85,7 +85,7 @@ def prepare_project(base: Path, rows: int) -> tuple[ProjectConfig, Any]:
     from dango_dagster.sync import ensure_dagster_home
 
     root = init_demo_project(base / f"demo_{rows}", rows=rows)
-    settings_path = root / CONFIG_RELPATH
+    settings_path = root / SETTINGS_RELPATH
     settings = yaml.safe_load(settings_path.read_text(encoding="utf-8")) or {}
     settings.setdefault("automation", {}).update(
         {"upload_sensor_interval_seconds": 5, "upload_settle_seconds": 0}

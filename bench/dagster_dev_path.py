@@ -24,7 +24,6 @@ import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 
 from dango_dagster.config import REPO_ROOT, ProjectConfig, shipped_file
-from dango_dagster.demo import SOURCE_NAME
 
 SENSOR_TAG = "dagster/sensor_name"
 UPLOADS_SENSOR = "uploads_sensor"
@@ -232,7 +231,7 @@ class DagsterDev:
 
 def _drop_orders_csv(config: ProjectConfig, number: int) -> float:
     """A new orders file (10 orders with fresh ids), written beside and renamed into place."""
-    folder = config.uploads_dir / SOURCE_NAME / "orders"
+    folder = config.uploads_dir / "orders"
     first = 10_000_000 + number * 10
     lines = ["order_id,customer_id,order_date,status"]
     lines += [f"{first + i},1,2025-06-30,placed" for i in range(10)]

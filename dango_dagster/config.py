@@ -1,9 +1,12 @@
 """The project config: the one place every part reads paths and settings from.
 
-A Dango project folder is any folder with ``.dango/``, ``data/`` and a dbt project. Its settings
-live in ``.dango/project.yml``; everything has a default, so an existing Dango installation works
-without adding anything. Sections this product owns are validated strictly (a typo is an error
-that names the key); sections it does not know (Dango's own) are left alone.
+A Dango project folder is what ``dango init`` makes. Dango's files are the truth and are read the
+way Dango reads them (:mod:`dango_dagster.dango_project`): ``.dango/project.yml`` (the warehouse at
+``platform.duckdb_path``, the dbt project at ``platform.dbt_project_dir``, data at
+``platform.data_dir``; every other key accepted and ignored), ``.dango/sources.yml`` and
+``.dango/schedules.yml``. dango-dagster's own settings (lock queue, notebooks, snapshots, API
+extras, automation) live in ``.dango/dango_dagster.yml``, a file Dango never rewrites, checked
+strictly (a typo is an error naming the key) and all defaulted, so a Dango project needs none.
 """
 
 from __future__ import annotations
@@ -12,19 +15,33 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dango_dagster.errors import ProjectConfigError
+from dango_dagster.dango_project import (
+    SCHEDULES_RELPATH,
+    SOURCES_RELPATH,
+    DangoFileError,
+    DangoSchedule,
+    DangoSource,
+    PlatformSettings,
+    load_platform,
+    load_schedules,
+    load_sources,
+)
 
 PROJECT_ENV_VAR = "DANGO_PROJECT_DIR"
 # The repository this package is installed from (editable install): it is itself the demo project
 # and holds what `demo init` and new instances copy (dbt_project/, dagster_home/dagster.yaml).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_RELPATH = Path(".dango") / "project.yml"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+CONFIG_RELPATH = Path(".dango") / "project.yml"  # Dango's
+SETTINGS_RELPATH = Path(".dango") / "dango_dagster.yml"  # ours
+# Sections of ours that older versions read from project.yml: still read from there for a
+# transition (dango_dagster.yml wins), since Dango drops them the next time it saves its config.
+_TRANSITION_SECTIONS = ("warehouse", "dbt", "notebooks", "lock", "snapshots", "api", "automation")
 _MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGT]i?B)$", re.IGNORECASE)
 
 
@@ -36,7 +53,7 @@ class WarehouseSettings(_Section):
     # "file": one DuckDB file (one host). "ducklake": a DuckLake catalog (Postgres, shared by every
     # host) with Parquet data under ``data_path``; readers pin a snapshot (docs/SCALING.md).
     kind: Literal["file", "ducklake"] = "file"
-    path: str = "data/warehouse.duckdb"
+    # The file itself is Dango's platform.duckdb_path (project.yml).
     # ducklake only: the catalog, as DuckDB's ATTACH takes it after ``ducklake:`` (for example
     # ``postgres:dbname=lake host=db user=dango``); unset means env DANGO_LAKE_CATALOG.
     catalog: str | None = None
@@ -45,61 +62,10 @@ class WarehouseSettings(_Section):
 
 
 class DbtSettings(_Section):
-    # None: ``dbt_project/`` if present, else ``dbt/`` (where an existing Dango keeps it).
-    project_dir: str | None = None
     target: str = "dev"
     # Run dbt inside the Dagster run's process (no second Python re-importing dbt, ~2-3 s less per
     # build; docs/BENCHMARKS.md) instead of as a `dbt` subprocess. Same events either way.
     in_process: bool = True
-
-
-class SourceSettings(_Section):
-    """One ingestion source; lands in schema ``raw_<name>``."""
-
-    name: str
-    type: Literal["files", "dlt"] = "files"
-    # files: a folder of ``<table>.<ext>`` files or ``<table>/`` sub-folders of files.
-    path: str | None = None
-    format: Literal["csv", "parquet", "jsonl"] = "csv"
-    # files: tables expected even before their first file arrives (assets exist from the start,
-    # and a load without files says what is missing); folders found on disk are added to them.
-    tables: list[str] = Field(default_factory=list)
-    # dlt: ``package.module:function`` returning a dlt source or resource.
-    ref: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(
-                f"source name {value!r} must be lower-case letters, digits and underscores, "
-                "starting with a letter (it becomes the schema raw_<name>)"
-            )
-        return value
-
-    @field_validator("tables")
-    @classmethod
-    def _valid_tables(cls, value: list[str]) -> list[str]:
-        bad = [t for t in value if not _NAME_RE.match(t)]
-        if bad:
-            raise ValueError(
-                f"table names {bad} must be lower-case letters, digits and underscores, "
-                "starting with a letter"
-            )
-        return value
-
-    @field_validator("ref")
-    @classmethod
-    def _valid_ref(cls, value: str | None) -> str | None:
-        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
-            raise ValueError(f"ref {value!r} must look like 'package.module:function'")
-        return value
-
-    @property
-    def schema_name(self) -> str:
-        return f"raw_{self.name}"
 
 
 class NotebookSettings(_Section):
@@ -171,38 +137,33 @@ class ApiSettings(_Section):
 
 
 class AutomationSettings(_Section):
-    # The daily full refresh (sources -> dbt -> snapshot); cron, in `timezone`.
-    refresh_cron: str = "0 6 * * *"
+    # An extra full refresh (sources -> dbt -> snapshot) beside schedules.yml's; cron, in
+    # `timezone`. None: only Dango's schedules (the demo's daily_refresh is one of them).
+    refresh_cron: str | None = None
+    # Also the timezone of a schedules.yml entry without one.
     timezone: str = "UTC"
     # The uploads sensor: how often it looks (a stat of the watched files, no read; Dagster's
     # sensor daemon wakes every 5 s, so anything up to 5 means "every wake-up"), and how long the
     # newest file must be quiet before a run starts (a burst of files gives one run, not fifty).
     upload_sensor_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 1
-    upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    # None: platform.debounce_seconds (Dango's watcher setting).
+    upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None
     # Finished status files are deleted after this long.
     status_keep_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
 
 
 class _ConfigFile(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    """``.dango/dango_dagster.yml``: dango-dagster's own settings (a file Dango never rewrites)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     warehouse: WarehouseSettings = WarehouseSettings()
     dbt: DbtSettings = DbtSettings()
-    sources: list[SourceSettings] = Field(default_factory=list)
     notebooks: NotebookSettings = NotebookSettings()
     lock: LockSettings = LockSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     api: ApiSettings = ApiSettings()
     automation: AutomationSettings = AutomationSettings()
-
-    @field_validator("sources")
-    @classmethod
-    def _unique_sources(cls, value: list[SourceSettings]) -> list[SourceSettings]:
-        names = [s.name for s in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
-        return value
 
 
 def shipped_file(*parts: str) -> Path:
@@ -225,21 +186,46 @@ def resolve_project_dir(project_dir: str | os.PathLike[str] | None = None) -> Pa
 class ProjectConfig:
     """Validated settings and every derived path of one Dango project folder."""
 
-    def __init__(self, root: Path, settings: _ConfigFile) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: _ConfigFile,
+        platform: PlatformSettings | None = None,
+        sources: list[DangoSource] | None = None,
+        schedules: list[DangoSchedule] | None = None,
+        dbt_project_dir: str | None = None,
+    ) -> None:
         self.root = root
         self.settings = settings
+        self.platform = platform or PlatformSettings()
+        self._sources = list(sources or [])
+        self.schedules = list(schedules or [])
+        self._dbt_project_dir = dbt_project_dir or self.platform.dbt_project_dir
 
     # settings --------------------------------------------------------------------------------
     @property
-    def sources(self) -> list[SourceSettings]:
-        return list(self.settings.sources)
+    def all_sources(self) -> list[DangoSource]:
+        """Every source of ``.dango/sources.yml``, disabled ones included."""
+        return list(self._sources)
 
-    def source(self, name: str) -> SourceSettings:
-        for src in self.settings.sources:
+    @property
+    def sources(self) -> list[DangoSource]:
+        """The enabled sources: each one is an ingestion asset group ``raw_<name>``."""
+        return [s for s in self._sources if s.enabled]
+
+    def source(self, name: str) -> DangoSource:
+        for src in self._sources:
             if src.name == name:
+                if not src.enabled:
+                    raise ProjectConfigError(
+                        f"Source {name!r} is disabled in {self.sources_path} (enabled: false); "
+                        "enable it there (or `dango source enable`) to load it."
+                    )
                 return src
-        known = ", ".join(s.name for s in self.settings.sources) or "none configured"
-        raise ProjectConfigError(f"Unknown source {name!r} (configured: {known}).")
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise ProjectConfigError(
+            f"Unknown source {name!r} (configured in {self.sources_path}: {known})."
+        )
 
     @property
     def notebook_users(self) -> list[str]:
@@ -268,7 +254,21 @@ class ProjectConfig:
 
     @property
     def config_path(self) -> Path:
+        """Dango's ``.dango/project.yml``."""
         return self.root / CONFIG_RELPATH
+
+    @property
+    def settings_path(self) -> Path:
+        """dango-dagster's ``.dango/dango_dagster.yml``."""
+        return self.root / SETTINGS_RELPATH
+
+    @property
+    def sources_path(self) -> Path:
+        return self.root / SOURCES_RELPATH
+
+    @property
+    def schedules_path(self) -> Path:
+        return self.root / SCHEDULES_RELPATH
 
     @property
     def dango_dir(self) -> Path:
@@ -277,6 +277,12 @@ class ProjectConfig:
     @property
     def state_dir(self) -> Path:
         return self.dango_dir / "state"
+
+    @property
+    def own_state_dir(self) -> Path:
+        """dango-dagster's working files (loader caches, staging databases): a folder of its
+        own, so Dango's cleanup never deletes them and ours never touches Dango's."""
+        return self.state_dir / "dango_dagster"
 
     @property
     def logs_dir(self) -> Path:
@@ -319,33 +325,53 @@ class ProjectConfig:
 
     @property
     def warehouse_path(self) -> Path:
-        return self._path(self.settings.warehouse.path)
+        """``platform.duckdb_path`` (Dango's default ``./data/warehouse.duckdb``)."""
+        return self._path(self.platform.duckdb_path)
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        """``platform.data_dir`` (Dango's default ``./data``)."""
+        return self._path(self.platform.data_dir)
 
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 
+    @property
+    def watch_dirs(self) -> list[Path]:
+        """``platform.watch_directories``: where Dango's watcher (and our uploads sensor) look."""
+        return [self._path(d) for d in self.platform.watch_directories]
+
     @cached_property
     def dbt_project_dir(self) -> Path:
-        configured = self.settings.dbt.project_dir
-        if configured:
-            return self._path(configured)
-        for candidate in ("dbt_project", "dbt"):
+        """``platform.dbt_project_dir``; when Dango never wrote one, ``dbt/`` (Dango's default)
+        unless only ``dbt_project/`` holds a dbt project."""
+        if self._dbt_project_dir:
+            return self._path(self._dbt_project_dir)
+        for candidate in ("dbt", "dbt_project"):
             if (self.root / candidate / "dbt_project.yml").exists():
                 return self.root / candidate
-        return self.root / "dbt_project"
+        return self.root / "dbt"
+
+    @property
+    def upload_settle_seconds(self) -> float:
+        """How long a source folder must be quiet before the uploads sensor starts a run."""
+        own = self.settings.automation.upload_settle_seconds
+        return own if own is not None else float(self.platform.debounce_seconds)
 
     @property
     def dbt_target(self) -> str:
         return self.settings.dbt.target
 
-    def source_path(self, source: SourceSettings) -> Path:
-        """Where a files source reads from (default ``data/uploads/<name>``)."""
-        return self._path(source.path) if source.path else self.uploads_dir / source.name
+    def watched(self, source: DangoSource) -> bool:
+        """Whether Dango's watcher would see a file source: its folder lies under one of
+        ``platform.watch_directories``."""
+        folder = self.source_dir(source).resolve()
+        return any(folder.is_relative_to(d.resolve()) for d in self.watch_dirs)
+
+    def source_dir(self, source: DangoSource) -> Path:
+        """The folder a csv/local_files source reads (its ``directory``, project-relative)."""
+        return self._path(source.files.directory)
 
     def ensure_dirs(self) -> None:
         for folder in (self.state_dir, self.logs_dir, self.snapshots_dir, self.published_dir):
@@ -367,28 +393,83 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ProjectConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ProjectConfigError(f"{path} must be a mapping of sections, got {type(raw).__name__}.")
+    return raw
+
+
+def _our_sections(project: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """Our settings: ``dango_dagster.yml`` over the same sections found in ``project.yml``.
+
+    ``project.yml``'s ``api:`` is Dango's too (``query_max_rows``, ``query_timeout_seconds``,
+    ``mcp_mask_pii``...): only the keys we define are taken from it.
+    """
+    merged: dict[str, Any] = {}
+    for section in _TRANSITION_SECTIONS:
+        old = project.get(section)
+        if isinstance(old, dict):
+            model = _ConfigFile.model_fields[section].annotation
+            assert isinstance(model, type) and issubclass(model, BaseModel)
+            merged[section] = {k: v for k, v in old.items() if k in model.model_fields}
+    for section, value in ours.items():
+        if isinstance(value, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **value}
+        else:
+            merged[section] = value
+    return merged
+
+
+def _legacy(project: dict[str, Any], section: str, key: str) -> str | None:
+    value = project.get(section)
+    found = value.get(key) if isinstance(value, dict) else None
+    return str(found) if found else None
+
+
 def load_config(project_dir: str | os.PathLike[str] | None = None) -> ProjectConfig:
-    """Read and validate ``.dango/project.yml``; a missing file means all defaults."""
+    """Read Dango's files and ours; missing files and keys mean the defaults."""
     root = resolve_project_dir(project_dir)
     if not root.is_dir():
         raise ProjectConfigError(
             f"Project folder {root} does not exist. Pass --project DIR or set {PROJECT_ENV_VAR}, "
             "or create one with `dango-dagster demo init DIR`."
         )
-    path = root / CONFIG_RELPATH
-    raw: Any = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ProjectConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ProjectConfigError(
-                f"{path} must be a mapping of sections (warehouse, dbt, sources, api, ...), "
-                f"got {type(raw).__name__}."
-            )
+    project_path = root / CONFIG_RELPATH
+    settings_path = root / SETTINGS_RELPATH
+    project = _read_mapping(project_path)
+    ours = _read_mapping(settings_path)
+    if isinstance(project.get("sources"), list):
+        raise ProjectConfigError(
+            f"{project_path} has a `sources:` list (dango-dagster's old format). Sources now "
+            f"live in {root / SOURCES_RELPATH} in Dango's format (see docs/CONFIGURATION.md); "
+            "move them there and remove `sources:` from project.yml."
+        )
     try:
-        settings = _ConfigFile.model_validate(raw)
+        settings = _ConfigFile.model_validate(_our_sections(project, ours))
     except ValidationError as exc:
-        raise ProjectConfigError(_format_validation_error(path, exc)) from exc
-    return ProjectConfig(root, settings)
+        raise ProjectConfigError(_format_validation_error(settings_path, exc)) from exc
+    try:
+        platform = load_platform(project, project_path)
+        sources = load_sources(root)
+        schedules = load_schedules(root)
+    except DangoFileError as exc:
+        raise ProjectConfigError(str(exc)) from exc
+    # Older dango-dagster projects named these in project.yml; platform.* wins when Dango wrote it.
+    legacy_dbt = _legacy(project, "dbt", "project_dir")
+    legacy_wh = _legacy(project, "warehouse", "path")
+    if legacy_wh and "duckdb_path" not in (project.get("platform") or {}):
+        platform = platform.model_copy(update={"duckdb_path": legacy_wh})
+    return ProjectConfig(
+        root,
+        settings,
+        platform=platform,
+        sources=sources,
+        schedules=schedules,
+        dbt_project_dir=platform.dbt_project_dir or legacy_dbt,
+    )

@@ -55,6 +55,7 @@ META_LOCK_WAITED_ON = "lock_waited_on"
 META_LOCK_HOLDER = "lock_holder"  # on a lock-timeout failure: the holder, as JSON
 META_PUBLISHED_PATH = "published_path"
 META_ROW_COUNT = "dagster/row_count"
+META_ROWS_LOADED = "rows_loaded"  # rows a sync added (a file source's row_count is the table's)
 META_TABLE_NAME = "dagster/table_name"
 META_COLUMN_SCHEMA = "dagster/column_schema"
 

@@ -4,14 +4,14 @@ Tests, benchmarks and new users all start from the same data, so the generator i
 deterministic (same ``rows`` and ``seed`` -> byte-identical files) and scales from a few hundred
 rows (a test) to millions (a benchmark) in pure Python: no NumPy, no network.
 
-Layout, one folder per table so that a file dropped in later simply adds rows to that table::
+Layout: one Dango csv source per table (``.dango/sources.yml``), each with its own folder, so a
+file dropped in later simply adds rows to that table (``raw_orders.orders``)::
 
-    <uploads>/shop/customers/customers_0001.csv
-    <uploads>/shop/orders/orders_0001.csv
-    <uploads>/shop/payments/payments_0001.csv
+    <uploads>/customers/customers_0001.csv
+    <uploads>/orders/orders_0001.csv
+    <uploads>/payments/payments_0001.csv
 
-Headers are already snake_case, so dlt's name normalization leaves them unchanged and the dbt
-staging models can name them directly.
+Headers are snake_case, so the dbt staging models can name them directly.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from dango_dagster.config import CONFIG_RELPATH, load_config, shipped_file
+from dango_dagster.config import load_config, shipped_file
 from dango_dagster.errors import DemoProjectError
 
-SOURCE_NAME = "shop"
+# Each table is a csv source of its own (Dango loads one table per file source).
 TABLES = ("customers", "orders", "payments")
+# Dango's files and ours that make the demo a project folder (copied by `demo init`).
+PROJECT_FILES = ("project.yml", "sources.yml", "schedules.yml", "dango_dagster.yml")
 ORDER_STATUSES = ("placed", "shipped", "completed", "returned", "cancelled")
 PAYMENT_METHODS = ("credit_card", "bank_transfer", "gift_card", "coupon")
 
@@ -55,6 +57,9 @@ _DEMO_GITIGNORE = """\
 data/
 .dango/*
 !.dango/project.yml
+!.dango/sources.yml
+!.dango/schedules.yml
+!.dango/dango_dagster.yml
 dbt_project/target/
 dbt_project/logs/
 dbt_project/dbt_packages/
@@ -95,7 +100,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object
 
 
 def generate_demo_data(uploads_dir: Path, rows: int = 500, seed: int = 42) -> dict[str, int]:
-    """Write the shop's CSV files under ``uploads_dir / "shop"``; return rows per table.
+    """Write the shop's CSV files under ``uploads_dir / <table>``; return rows per table.
 
     ``rows`` is the number of orders; customers are a fifth of that (at least 10) and payments
     about 1.05 per order (cancelled orders have none, some orders are split in two payments).
@@ -104,7 +109,7 @@ def generate_demo_data(uploads_dir: Path, rows: int = 500, seed: int = 42) -> di
     sizes = table_sizes(rows)
     n_customers, n_orders = sizes["customers"], sizes["orders"]
     rng = random.Random(seed)
-    shop = Path(uploads_dir) / SOURCE_NAME
+    shop = Path(uploads_dir)
     days = _day_count(rows)
     first_day = _LAST_DAY - dt.timedelta(days=days - 1)
     day_names = [(first_day + dt.timedelta(days=d)).isoformat() for d in range(days)]
@@ -170,8 +175,9 @@ def _check_target(target: Path) -> None:
 def init_demo_project(target: Path, rows: int = 500, seed: int = 42) -> Path:
     """Create a complete demo project folder at ``target``; return its absolute path.
 
-    It holds ``.dango/project.yml`` (a copy of this repository's), ``.dango/state/``, the dbt
-    project, and generated upload files. The folder is built under a temporary name beside
+    It holds Dango's ``.dango/project.yml``, ``sources.yml`` and ``schedules.yml`` and our
+    ``.dango/dango_dagster.yml`` (copies of this repository's), ``.dango/state/``, the dbt project,
+    and generated upload files. The folder is built under a temporary name beside
     ``target`` and renamed into place at the end, so a failure (disk full, Ctrl-C) never leaves a
     half-made project, and an existing non-empty folder is refused before anything is written.
     """
@@ -179,15 +185,16 @@ def init_demo_project(target: Path, rows: int = 500, seed: int = 42) -> Path:
     _check_target(target)
     table_sizes(rows)  # a bad size fails before anything is written
     # Templates from the repository (the package is installed editable): one source of truth.
-    config_src = shipped_file(*CONFIG_RELPATH.parts)
+    config_srcs = [shipped_file(".dango", name) for name in PROJECT_FILES]
     dbt_src = shipped_file("dbt_project")
     target.parent.mkdir(parents=True, exist_ok=True)
     # A plain mkdir (not mkdtemp's 0700) so the project gets the user's usual permissions.
     staging = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
     try:
-        (staging / CONFIG_RELPATH).parent.mkdir(parents=True)
-        shutil.copyfile(config_src, staging / CONFIG_RELPATH)
+        (staging / ".dango").mkdir(parents=True)
+        for src in config_srcs:
+            shutil.copyfile(src, staging / ".dango" / src.name)
         shutil.copytree(dbt_src, staging / "dbt_project", ignore=_DBT_SKIP)
         (staging / ".gitignore").write_text(_DEMO_GITIGNORE, encoding="utf-8")
         config = load_config(staging)

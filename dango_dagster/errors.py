@@ -33,6 +33,7 @@ __all__ = [
     "DbtLockError",
     "DbtLockTimeout",
     "DemoProjectError",
+    "FileSourceError",
     "InvalidUsernameError",
     "KeyStoreError",
     "ProjectConfigError",
@@ -98,6 +99,10 @@ class ProjectConfigError(DangoError, ValueError):
 
 class SourceError(ProjectConfigError):
     """A source cannot be built or read; the message names the source and what to fix."""
+
+
+class FileSourceError(SourceError):
+    """A file of a csv/local_files source cannot be loaded; nothing was changed."""
 
 
 class DemoProjectError(DangoError, RuntimeError):

@@ -23,6 +23,7 @@ from dango_dagster.constants import (
     META_LOCK_WAIT,
     META_PUBLISHED_PATH,
     META_ROW_COUNT,
+    META_ROWS_LOADED,
     PIPELINE_JOB,
     TAG_LAUNCHED_BY,
     TAG_LOCK_TIMEOUT,
@@ -199,7 +200,10 @@ def run_pipeline(
             outcome.tables.append(
                 TableResult(
                     key=mat.asset_key.to_user_string(),
-                    rows=_metadata_value(meta, META_ROW_COUNT),
+                    # Rows this sync loaded (file sources: the new and changed files' rows).
+                    rows=_metadata_value(meta, META_ROWS_LOADED)
+                    if META_ROWS_LOADED in meta
+                    else _metadata_value(meta, META_ROW_COUNT),
                     lock_wait_seconds=_metadata_value(meta, META_LOCK_WAIT),
                 )
             )

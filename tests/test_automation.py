@@ -43,18 +43,19 @@ def test_uploads_sensor_requests_one_run_per_change(demo: Path) -> None:
     defs = build_definitions(load_config(demo))
     with dg.instance_for_test() as instance:
         first = _tick(defs, instance, None)
-        assert len(first.run_requests) == 1
-        request = first.run_requests[0]
-        assert request.tags["dango/source"] == "shop"
+        # One run per csv source of sources.yml (each its own folder).
+        by_source = {r.tags["dango/source"]: r for r in first.run_requests}
+        assert sorted(by_source) == ["customers", "orders", "payments"]
+        request = by_source["orders"]
         selected = {k.to_user_string() for k in request.asset_selection}
-        assert {"raw_shop/orders", "marts/fct_daily_sales", "snapshots/warehouse"} <= selected
+        assert {"raw_orders/orders", "marts/fct_daily_sales", "snapshots/warehouse"} <= selected
         assert not any(k.startswith("source/") for k in selected)
 
         unchanged = _tick(defs, instance, first.cursor)
         assert unchanged.run_requests == []
 
         # A burst of files still being written: nothing yet, then exactly one run once quiet.
-        orders = demo / "data" / "uploads" / "shop" / "orders"
+        orders = demo / "data" / "uploads" / "orders"
         for i in range(20):
             (orders / f"burst_{i:02d}.csv").write_text(
                 f"order_id,customer_id,order_date,status\n{800000 + i},1,2031-02-01,placed\n"
@@ -71,16 +72,21 @@ def test_uploads_sensor_requests_one_run_per_change(demo: Path) -> None:
 
 
 def test_schedule_refreshes_everything(demo: Path) -> None:
+    """The demo's schedules.yml entry daily_refresh (type sync, every source) is a Dagster one."""
     defs = build_definitions(load_config(demo))
     schedule = defs.resolve_schedule_def(REFRESH_SCHEDULE)
     assert schedule.cron_schedule == "0 6 * * *"
-    assert schedule.job_name == "dango_pipeline"
+    assert schedule.execution_timezone == "UTC"
+    job = defs.resolve_job_def(schedule.job_name)
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"raw_orders/orders", "raw_payments/payments", "marts/fct_daily_sales"} <= keys
+    assert "snapshots/warehouse" in keys
 
 
 def test_automation_follows_raw_then_dbt(demo: Path) -> None:
     defs = build_definitions(load_config(demo))
     graph = defs.resolve_asset_graph()
-    raw = [k for k in graph.get_all_asset_keys() if k.path[0] == "raw_shop"]
+    raw = [k for k in graph.get_all_asset_keys() if k.path[0].startswith("raw_")]
     dbt_keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("staging", "marts")]
     with dg.instance_for_test() as instance:
         baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
@@ -127,9 +133,9 @@ def test_dropped_csv_reaches_the_snapshot_through_the_sensor(tmp_path: Path) -> 
         first = _tick(defs, instance, None)
         assert first.run_requests == []
         cursor = first.cursor
-        assert cursor and "shop" in cursor
-        (config.uploads_dir / "shop" / "orders" / "late_orders.csv").write_text(NEW_ORDERS)
-        _age(config.uploads_dir)
+        assert cursor and "orders" in cursor
+        (config.uploads_dir / "orders" / "late_orders.csv").write_text(NEW_ORDERS)
+        _age(config.uploads_dir / "orders")
         tick = _tick(defs, instance, cursor)
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
@@ -141,9 +147,9 @@ def test_dropped_csv_reaches_the_snapshot_through_the_sensor(tmp_path: Path) -> 
         assert result.success
     with duckdb.connect(str(config.published_snapshot_path), read_only=True) as snap:
         assert (
-            snap.execute("select count(*) from raw_shop.orders where order_id = 900001").fetchone()[
-                0
-            ]
+            snap.execute(
+                "select count(*) from raw_orders.orders where order_id = 900001"
+            ).fetchone()[0]
             == 1
         )
         day = snap.execute(

@@ -174,8 +174,8 @@ def test_repeated_builds_see_fresh_data(shop: ProjectConfig, python_exe: str) ->
     before = _count(shop, "select count(*) from marts.fct_orders")
     _execute(
         shop,
-        "insert into raw_shop.orders select * replace (order_id + 1000000 as order_id) "
-        "from raw_shop.orders limit 1",
+        "insert into raw_orders.orders select * replace (order_id + 1000000 as order_id) "
+        "from raw_orders.orders limit 1",
     )
     result = _build_dbt(shop)
     assert result.success
@@ -187,8 +187,8 @@ def test_two_projects_one_after_the_other_in_one_process(
     shop: ProjectConfig, tmp_path: Path, python_exe: str
 ) -> None:
     other = _load_everything(init_demo_project(tmp_path / "other", rows=100, seed=7))
-    shop_orders = _count(shop, "select count(*) from raw_shop.orders")
-    other_orders = _count(other, "select count(*) from raw_shop.orders")
+    shop_orders = _count(shop, "select count(*) from raw_orders.orders")
+    other_orders = _count(other, "select count(*) from raw_orders.orders")
     assert shop_orders != other_orders
 
     # The other project first, then this one: each build writes its own warehouse only.
@@ -212,13 +212,13 @@ def test_subset_runs_only_the_selected_model_and_its_checks(shop: ProjectConfig)
 def test_failing_dbt_test_fails_its_check_and_the_step(
     shop: ProjectConfig, python_exe: str
 ) -> None:
-    _execute(shop, "insert into raw_shop.orders select * from raw_shop.orders limit 1")
+    _execute(shop, "insert into raw_orders.orders select * from raw_orders.orders limit 1")
     try:
         result = _build_dbt(shop)
     finally:
         _execute(
             shop,
-            "create or replace table raw_shop.orders as select distinct * from raw_shop.orders",
+            "create or replace table raw_orders.orders as select distinct * from raw_orders.orders",
         )
     assert not result.success
     failed = {(key, name) for key, name, passed in _checks(result) if not passed}

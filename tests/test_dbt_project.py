@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from dango_dagster.config import REPO_ROOT, ProjectConfig, load_config
-from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline
+from dango_dagster.defs.ingestion.dango_files import load_files_source
 from dango_dagster.demo import init_demo_project
+from dango_dagster.lock import DbtLock
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 MARTS = ("fct_orders", "fct_daily_sales", "dim_customers")
@@ -39,10 +40,12 @@ def test_profile_inside_project_reads_the_warehouse_path_from_env() -> None:
     assert project["flags"]["send_anonymous_usage_stats"] is False
 
 
-def test_sources_match_the_dlt_asset_keys() -> None:
-    (source,) = _yaml(DBT_DIR / "models" / "staging" / "_sources.yml")["sources"]
-    assert source["name"] == source["schema"] == "raw_shop"
-    assert [t["name"] for t in source["tables"]] == ["customers", "orders", "payments"]
+def test_sources_are_the_raw_tables_of_the_csv_sources() -> None:
+    """Named as Dango names them: source('orders', 'orders') on raw_orders.orders."""
+    sources = _yaml(DBT_DIR / "models" / "staging" / "_sources.yml")["sources"]
+    assert [(s["name"], s["schema"], [t["name"] for t in s["tables"]]) for s in sources] == [
+        (name, f"raw_{name}", [name]) for name in ("customers", "orders", "payments")
+    ]
     assert (DBT_DIR / "macros" / "generate_schema_name.sql").is_file()
 
 
@@ -72,8 +75,8 @@ def _dbt(config: ProjectConfig, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _load_and_build(config: ProjectConfig) -> dict:
-    source = config.source("shop")
-    build_pipeline(config, source).run(build_dlt_source(config, source)).raise_on_failed_jobs()
+    for source in config.sources:
+        load_files_source(config, source, lambda: DbtLock(config.root, source="test"))
     done = _dbt(config, "build")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     return json.loads((config.dbt_project_dir / "target" / "run_results.json").read_text())
@@ -81,7 +84,7 @@ def _load_and_build(config: ProjectConfig) -> dict:
 
 def _expected(config: ProjectConfig) -> dict:
     """What the marts must say, computed from the CSV files in Python."""
-    shop = config.uploads_dir / "shop"
+    shop = config.uploads_dir
     orders: list[dict[str, str]] = []
     for path in sorted((shop / "orders").glob("*.csv")):
         with open(path, newline="") as fh:
@@ -108,16 +111,16 @@ def test_dlt_load_then_dbt_build_on_a_fresh_demo(tmp_path: Path) -> None:
     expected = _expected(config)
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
         schemas = {s for (s,) in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
-        assert {"raw_shop", "staging", "marts"} <= schemas
+        assert {"raw_customers", "raw_orders", "raw_payments", "staging", "marts"} <= schemas
         assert not {s for s in schemas if s.startswith("main_")}
 
         def one(sql: str) -> tuple:
             return con.execute(sql).fetchone()
 
-        assert one("SELECT count(*) FROM raw_shop.orders") == (300,)
+        assert one("SELECT count(*) FROM raw_orders.orders") == (300,)
         assert one("SELECT count(*) FROM staging.stg_orders") == (300,)
         assert one("SELECT count(*) FROM staging.stg_customers") == (60,)
-        assert one("SELECT count(*) FROM raw_shop.payments") == one(
+        assert one("SELECT count(*) FROM raw_payments.payments") == one(
             "SELECT count(*) FROM staging.stg_payments"
         )
         assert one("SELECT count(*) FROM marts.dim_customers") == (60,)
@@ -130,7 +133,7 @@ def test_dlt_load_then_dbt_build_on_a_fresh_demo(tmp_path: Path) -> None:
         assert one("SELECT sum(orders) FROM marts.dim_customers") == (300,)
 
     # A new upload file flows through the whole chain on the next load + build.
-    new = config.uploads_dir / "shop" / "orders" / "orders_0002.csv"
+    new = config.uploads_dir / "orders" / "orders_0002.csv"
     new.write_text(
         "order_id,customer_id,order_date,status\n"
         "5001,1,2025-07-01,placed\n5002,2,2025-07-01,completed\n5003,1,2025-07-02,shipped\n"

@@ -35,7 +35,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_layout_counts_and_consistency(tmp_path: Path) -> None:
     counts = generate_demo_data(tmp_path, rows=300, seed=7)
-    shop = tmp_path / "shop"
+    shop = tmp_path
     assert sorted(p.relative_to(shop).as_posix() for p in shop.rglob("*.csv")) == [
         "customers/customers_0001.csv",
         "orders/orders_0001.csv",
@@ -48,7 +48,7 @@ def test_layout_counts_and_consistency(tmp_path: Path) -> None:
     assert len(customers) == 60
     assert 0.9 * 300 <= len(payments) <= 1.2 * 300
 
-    # Headers survive dlt's snake_case normalization unchanged.
+    # Headers are snake_case identifiers, as the dbt staging models name them.
     for rows in (customers, orders, payments):
         assert all(name == name.lower() and name.isidentifier() for name in rows[0])
 
@@ -89,11 +89,11 @@ def test_rows_scale_and_small_is_fast(tmp_path: Path) -> None:
 
 def test_regenerating_keeps_other_files(tmp_path: Path) -> None:
     generate_demo_data(tmp_path, rows=50)
-    extra = tmp_path / "shop" / "orders" / "orders_0002.csv"
+    extra = tmp_path / "orders" / "orders_0002.csv"
     extra.write_text("order_id,customer_id,order_date,status\n9999,1,2025-07-01,placed\n")
     generate_demo_data(tmp_path, rows=60)
     assert extra.exists()
-    assert len(_rows(tmp_path / "shop" / "orders" / "orders_0001.csv")) == 60
+    assert len(_rows(tmp_path / "orders" / "orders_0001.csv")) == 60
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
@@ -101,13 +101,15 @@ def test_init_makes_a_complete_project(tmp_path: Path) -> None:
     root = init_demo_project(tmp_path / "new" / "shop", rows=300, seed=1)
     assert root == (tmp_path / "new" / "shop").resolve()
     config = load_config(root)
-    assert [s.name for s in config.sources] == ["shop"]
+    assert [s.name for s in config.sources] == ["customers", "orders", "payments"]
+    assert all(s.type == "csv" for s in config.sources)
+    assert [s.name for s in config.schedules] == ["daily_refresh"]
     assert config.notebook_users == ["analyst"]
     assert config.state_dir.is_dir()
     assert config.dbt_project_dir == root / "dbt_project"
     assert (config.dbt_project_dir / "profiles.yml").is_file()
-    assert source_tables(config, config.source("shop")) == ["customers", "orders", "payments"]
-    assert (config.uploads_dir / "shop" / "orders" / "orders_0001.csv").is_file()
+    assert source_tables(config, config.source("orders")) == ["orders"]
+    assert (config.source_dir(config.source("orders")) / "orders_0001.csv").is_file()
     # The same bytes as generating directly: tests and benchmarks see the same data.
     generate_demo_data(tmp_path / "direct", rows=300, seed=1)
     assert _tree(config.uploads_dir) == _tree(tmp_path / "direct")
@@ -120,7 +122,8 @@ def test_init_copies_no_dbt_build_output(tmp_path: Path, monkeypatch: pytest.Mon
     fake_repo = tmp_path / "repo"
     (fake_repo / ".dango").mkdir(parents=True)
     real = config_module.REPO_ROOT
-    shutil.copyfile(real / ".dango" / "project.yml", fake_repo / ".dango" / "project.yml")
+    for name in ("project.yml", "sources.yml", "schedules.yml", "dango_dagster.yml"):
+        shutil.copyfile(real / ".dango" / name, fake_repo / ".dango" / name)
     shutil.copytree(real / "dbt_project", fake_repo / "dbt_project")
     for junk in ("target", "logs", "dbt_packages"):
         (fake_repo / "dbt_project" / junk).mkdir(exist_ok=True)
@@ -165,7 +168,7 @@ def test_cli_demo_init_and_data(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert main(["demo", "data", "--project", str(target), "--rows", "80"]) == 0
     assert "80 rows of orders" in capsys.readouterr().out
-    assert len(_rows(target / "data" / "uploads" / "shop" / "orders" / "orders_0001.csv")) == 80
+    assert len(_rows(target / "data" / "uploads" / "orders" / "orders_0001.csv")) == 80
 
 
 def test_cli_entry_point_runs(tmp_path: Path) -> None:

@@ -27,18 +27,18 @@ def test_graph_reads_source_raw_staging_marts_snapshot(demo: Path) -> None:
     defs = build_definitions(load_config(demo))
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"source/shop/orders", "raw_shop/orders", "staging/stg_orders"} <= keys
+    assert {"source/orders/orders", "raw_orders/orders", "staging/stg_orders"} <= keys
     assert {"marts/fct_daily_sales", "snapshots/warehouse"} <= keys
     # Every dependency is a defined node: no dangling placeholders.
     for key in graph.get_all_asset_keys():
         for parent in graph.get(key).parent_keys:
             assert graph.has(parent), f"{key.to_user_string()} depends on undefined {parent}"
-    assert _key("source", "shop", "orders") in graph.get(_key("raw_shop", "orders")).parent_keys
-    assert _key("raw_shop", "orders") in graph.get(_key("staging", "stg_orders")).parent_keys
+    assert _key("source", "orders", "orders") in graph.get(_key("raw_orders", "orders")).parent_keys
+    assert _key("raw_orders", "orders") in graph.get(_key("staging", "stg_orders")).parent_keys
     assert _key("marts", "fct_daily_sales") in graph.get(SNAPSHOT_KEY).parent_keys
-    assert graph.get(_key("raw_shop", "orders")).group_name == "raw_shop"
+    assert graph.get(_key("raw_orders", "orders")).group_name == "raw_orders"
     assert graph.get(_key("marts", "fct_daily_sales")).group_name == "marts"
-    assert "dlt" in graph.get(_key("raw_shop", "orders")).kinds
+    assert "csv" in graph.get(_key("raw_orders", "orders")).kinds
     assert "dbt" in graph.get(_key("marts", "fct_daily_sales")).kinds
     # dbt tests are asset checks
     assert any(
@@ -60,15 +60,17 @@ def test_materialize_everything(demo: Path) -> None:
             for m in [m.step_materialization_data.materialization]
         }
     orders_csv_rows = sum(
-        sum(1 for _ in f.open()) - 1 for f in (config.uploads_dir / "shop" / "orders").glob("*.csv")
+        sum(1 for _ in f.open()) - 1 for f in (config.uploads_dir / "orders").glob("*.csv")
     )
-    assert mats["raw_shop/orders"].metadata["dagster/row_count"].value == orders_csv_rows
-    assert mats["raw_shop/orders"].metadata["lock_wait_seconds"].value >= 0
+    assert mats["raw_orders/orders"].metadata["dagster/row_count"].value == orders_csv_rows
+    assert mats["raw_orders/orders"].metadata["lock_wait_seconds"].value >= 0
     assert mats["marts/fct_daily_sales"].metadata["lock_held_seconds"].value > 0
     assert mats["snapshots/warehouse"].metadata["snapshot_size_bytes"].value > 0
 
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
-        assert con.execute("select count(*) from raw_shop.orders").fetchone()[0] == orders_csv_rows
+        assert (
+            con.execute("select count(*) from raw_orders.orders").fetchone()[0] == orders_csv_rows
+        )
         assert con.execute("select count(*) from staging.stg_orders").fetchone()[0] > 0
         live_daily = con.execute("select * from marts.fct_daily_sales order by 1").fetchall()
     assert live_daily

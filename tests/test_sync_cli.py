@@ -72,7 +72,7 @@ def test_sync_with_wait_completes_after_release(demo: Path) -> None:
     assert proc.returncode == 0, out + (proc.stderr.read() if proc.stderr else "")
     waiting = next(line for line in lines if "lock_waiting" in line)
     assert "sync_google_sheets" in waiting and f"PID {holder.pid}" in waiting
-    assert "completed" in out and "raw_shop/orders" in out
+    assert "completed" in out and "raw_orders/orders" in out
     config = load_config(demo)
     with duckdb.connect(str(config.published_snapshot_path), read_only=True) as snap:
         assert snap.execute("select count(*) from marts.fct_daily_sales").fetchone()[0] > 0
@@ -104,4 +104,4 @@ def test_two_queued_syncs_at_once_both_succeed(tmp_path: Path) -> None:
     phases = [json.loads(p.read_text())["phase"] for p in config.state_dir.glob("sync_status_*")]
     assert phases == ["completed", "completed"]
     with duckdb.connect(str(config.published_snapshot_path), read_only=True) as snap:
-        assert snap.execute("select count(*) from raw_shop.orders").fetchone()[0] == 100
+        assert snap.execute("select count(*) from raw_orders.orders").fetchone()[0] == 100

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data",
         help="(re)generate the demo upload files in an existing project",
         description=(
-            "Write the demo shop's CSV files under data/uploads/shop/ of the project "
+            "Write the demo shop's CSV files under data/uploads/<table>/ of the project "
             "(replaces the generated *_0001.csv files, keeps any others)."
         ),
     )
@@ -92,8 +92,11 @@ def _init(args: argparse.Namespace) -> int:
     root = init_demo_project(Path(args.dir), rows=args.rows, seed=args.seed)
     config = load_config(root)
     print(f"Created demo project {root} in {time.monotonic() - started:.1f} s:")
-    print(f"  {'.dango/project.yml':<30} sources: {', '.join(s.name for s in config.sources)}; "
-          f"notebook users: {', '.join(config.notebook_users) or '-'}")  # fmt: skip
+    print(f"  {'.dango/sources.yml':<30} sources: {', '.join(s.name for s in config.sources)}")
+    print(f"  {'.dango/schedules.yml':<30} schedules: "
+          f"{', '.join(s.name for s in config.schedules) or '-'}")  # fmt: skip
+    print(f"  {'.dango/dango_dagster.yml':<30} notebook users: "
+          f"{', '.join(config.notebook_users) or '-'}")  # fmt: skip
     print(f"  {'dbt_project/':<30} dbt project (staging and marts models, tests)")
     _print_uploads(config)
     print("Next steps:")
@@ -106,11 +109,11 @@ def _init(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from dango_dagster.cli.sync_cmd import print_summary, progress_printer, raise_if_failed
     from dango_dagster.config import load_config
-    from dango_dagster.demo import SOURCE_NAME, generate_demo_data
+    from dango_dagster.demo import TABLES, generate_demo_data
 
     started = time.monotonic()
     config = load_config(args.project)
-    if not (config.uploads_dir / SOURCE_NAME).is_dir():
+    if not all((config.uploads_dir / table).is_dir() for table in TABLES):
         generate_demo_data(config.uploads_dir, rows=args.rows, seed=args.seed)
         print(f"Generated the demo data ({args.rows} orders):")
         _print_uploads(config)
@@ -154,9 +157,9 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _print_uploads(config: ProjectConfig) -> None:
-    from dango_dagster.demo import SOURCE_NAME, TABLES
+    from dango_dagster.demo import TABLES
 
-    shop = config.uploads_dir / SOURCE_NAME
+    shop = config.uploads_dir
     for table in TABLES:
         files = sorted((shop / table).glob("*.csv"))
         with_rows = sum(_count_rows(path) for path in files)

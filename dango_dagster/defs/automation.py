@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from dango_dagster.config import ProjectConfig, SourceSettings
+from dango_dagster.config import ProjectConfig
+from dango_dagster.dango_project import DangoSource
 from dango_dagster.constants import (
     AUTOMATION_SENSOR,
     REFRESH_SCHEDULE,
@@ -59,14 +60,23 @@ def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
 
 
 def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
-    """One run per changed files source, once its folder has been quiet for the settle time."""
-    file_sources = [s for s in config.sources if s.type == "files"]
+    """One run per changed file source, once its folder has been quiet for the settle time.
+
+    Dango's watcher settings decide: the csv/local_files sources whose folder lies under one of
+    ``platform.watch_directories`` are watched (files matching ``platform.watch_patterns``), the
+    settle time is ``platform.debounce_seconds`` unless ``automation.upload_settle_seconds`` says
+    otherwise, ``auto_sync: false`` starts the sensor stopped, and ``auto_dbt: false`` loads the
+    source only (no dbt models or snapshot downstream).
+    """
+    file_sources = [s for s in config.sources if s.is_files and config.watched(s)]
 
     @dg.sensor(
         name=UPLOADS_SENSOR,
         job=job,
         minimum_interval_seconds=config.automation.upload_sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if config.platform.auto_sync
+        else dg.DefaultSensorStatus.STOPPED,
         description=(
             "Starts ingestion of a source (and the dbt models and snapshot downstream of it) when "
             f"files appear or change under {config.uploads_dir}."
@@ -74,7 +84,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
     )
     def uploads_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        settle = config.automation.upload_settle_seconds
+        settle = config.upload_settle_seconds
         requests: list[dg.RunRequest] = []
         skipped: list[str] = []
         for source in file_sources:
@@ -100,7 +110,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source.name}:{digest}",
-                    asset_selection=list(_source_and_downstream(context, source)),
+                    asset_selection=list(_source_and_downstream(context, source, config)),
                     tags={TAG_SOURCE: source.name},
                 )
             )
@@ -120,9 +130,11 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
 
 
 def _source_and_downstream(
-    context: dg.SensorEvaluationContext, source: SourceSettings
+    context: dg.SensorEvaluationContext, source: DangoSource, config: ProjectConfig
 ) -> list[dg.AssetKey]:
-    selection = dg.AssetSelection.groups(source.schema_name).downstream()
+    selection = dg.AssetSelection.groups(source.schema_name)
+    if config.platform.auto_dbt:
+        selection = selection.downstream()
     graph = context.repository_def.asset_graph if context.repository_def else None
     if graph is None:
         return []
@@ -133,7 +145,7 @@ def build_refresh_schedule(config: ProjectConfig, job: UnresolvedAssetJobDefinit
     return dg.ScheduleDefinition(
         name=REFRESH_SCHEDULE,
         job=job,
-        cron_schedule=config.automation.refresh_cron,
+        cron_schedule=config.automation.refresh_cron or "0 6 * * *",
         execution_timezone=config.automation.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Refreshes everything daily: every source, the dbt models, the snapshot.",

@@ -19,13 +19,14 @@ from dango_dagster.defs.dbt.assets import build_dbt_assets, build_dbt_resource
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion.assets import build_ingestion_assets, source_specs
 from dango_dagster.defs.runs import build_dead_runs_sensor, recording_executor
+from dango_dagster.defs.schedules import build_dango_schedules
 from dango_dagster.defs.snapshot_asset import build_snapshot_asset
 
 # The main job: every source, every dbt model, then the snapshot.
 PIPELINE_JOB = dg.define_asset_job(
     constants.PIPELINE_JOB,
     selection=dg.AssetSelection.all(),
-    description="Load every source with dlt, build the dbt project, publish a fresh snapshot.",
+    description="Load every source, build the dbt project, publish a fresh snapshot.",
 )
 
 
@@ -35,10 +36,13 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     sources = [spec for source in config.sources for spec in source_specs(config, source)]
     dbt_models = build_dbt_assets(config)
     snapshot = build_snapshot_asset(sorted(dbt_models.keys, key=lambda k: k.to_user_string()))
+    schedules = build_dango_schedules(config, dbt_models)
+    if config.automation.refresh_cron:
+        schedules.append(build_refresh_schedule(config, PIPELINE_JOB))
     return dg.Definitions(
         assets=[*sources, *ingestion, dbt_models, snapshot],
         jobs=[PIPELINE_JOB],
-        schedules=[build_refresh_schedule(config, PIPELINE_JOB)],
+        schedules=schedules,
         sensors=[
             build_uploads_sensor(config, PIPELINE_JOB),
             build_automation_sensor(),

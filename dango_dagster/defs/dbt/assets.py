@@ -1,8 +1,9 @@
 """Transformation assets: the dbt project as Dagster assets, dbt tests as asset checks.
 
 dbt models are keyed ``[schema, model]`` (``staging/stg_orders``, ``marts/fct_daily_sales``) and
-dbt sources keep dagster-dbt's default ``[source_name, table]`` key, which is exactly the key of the
-dlt asset that loads that table (``raw_shop/orders``): lineage is one graph with no placeholders.
+dbt sources ``[schema, identifier]`` of the table they point at, which is exactly the key of the
+ingestion asset that loads that table (``raw_orders/orders``) whatever the dbt source is called:
+lineage is one graph with no placeholders.
 The whole ``dbt build`` holds the warehouse lock, since dbt writes from its first model to its last.
 """
 
@@ -114,9 +115,17 @@ class DangoDbtTranslator(DagsterDbtTranslator):
     """Keys models by ``[schema, name]`` and groups them by schema (``staging``, ``marts``)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+        kind = dbt_resource_props["resource_type"]
+        if kind in ("model", "seed", "snapshot"):
             schema = dbt_resource_props.get("schema") or "main"
             return dg.AssetKey([schema, dbt_resource_props["name"]])
+        if kind == "source":
+            # The table the source points at, whatever the dbt source is called: Dango names
+            # them after the source (source('orders', 'orders') on raw_orders.orders), the demo
+            # after the schema. [schema, table] is the ingestion asset's key: one lineage graph.
+            schema = dbt_resource_props.get("schema") or dbt_resource_props["source_name"]
+            table = dbt_resource_props.get("identifier") or dbt_resource_props["name"]
+            return dg.AssetKey([schema, table])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:

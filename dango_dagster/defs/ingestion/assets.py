@@ -1,37 +1,43 @@
-"""Ingestion assets: one ``@dlt_assets`` group per configured source, landing in ``raw_<source>``.
+"""Ingestion assets: one asset group ``raw_<source>`` per enabled source of ``sources.yml``.
 
-The load is split so the lock is held only while the warehouse is written: dlt's extract and
-normalize steps (reading files or APIs, writing load packages under ``.dango/state/dlt``) run
-outside the gate; only ``pipeline.load()``, which opens the DuckDB file, runs inside it.
+- csv / local_files sources: one asset ``raw_<src>/<src>``, loaded by Dango's file loader
+  (``dango_files.py``): files are parsed outside the lock, the live table is swapped under it.
+- every other type: ``@dlt_assets``, one asset per dlt resource ``raw_<src>/<resource>``; dlt's
+  extract and normalize run outside the gate, only ``pipeline.load()`` (the step that opens the
+  DuckDB file) inside it.
+
+Each sync appends a row to Dango's sync history (``sync_history.py``), failed ones included.
 """
 
+import contextlib
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from dango_dagster.config import ProjectConfig, SourceSettings
-from dango_dagster.constants import META_COLUMN_SCHEMA, META_ROW_COUNT, META_TABLE_NAME
+from dango_dagster.config import ProjectConfig
+from dango_dagster.dango_project import DangoSource
+from dango_dagster.constants import (
+    META_COLUMN_SCHEMA,
+    META_ROW_COUNT,
+    META_ROWS_LOADED,
+    META_TABLE_NAME,
+)
 from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.ingestion import sync_history
+from dango_dagster.defs.ingestion.files_asset import build_files_asset
+from dango_dagster.defs.ingestion.keys import raw_asset_key, source_asset_key
 from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
 from dango_dagster.lock.primitives import file_mutex
 
 
-def source_asset_key(source: SourceSettings, table: str) -> dg.AssetKey:
-    """The outside data a raw table comes from (upload files, an API): the graph's first node."""
-    return dg.AssetKey(["source", source.name, table])
-
-
-def raw_asset_key(source: SourceSettings, table: str) -> dg.AssetKey:
-    """Same key dagster-dbt gives the dbt source ``raw_<source>.<table>``: one lineage graph."""
-    return dg.AssetKey([source.schema_name, table])
-
-
 class DangoDltTranslator(DagsterDltTranslator):
-    def __init__(self, config: ProjectConfig, source: SourceSettings) -> None:
+    def __init__(self, config: ProjectConfig, source: DangoSource) -> None:
         super().__init__()
         self.config = config
         self.source = source
@@ -52,20 +58,29 @@ class DangoDltTranslator(DagsterDltTranslator):
         )
 
 
-def source_specs(config: ProjectConfig, source: SourceSettings) -> list[dg.AssetSpec]:
+def source_location(config: ProjectConfig, source: DangoSource) -> str:
+    """Where a source reads from, in words (a folder and pattern, a URL, a module)."""
+    if source.is_files:
+        return str(config.source_dir(source) / source.file_pattern)
+    settings = source.type_config()
+    native = source.dlt_native or {}
+    for key in ("base_url", "bucket_url", "source_module"):
+        if settings.get(key) or native.get(key):
+            return str(settings.get(key) or native.get(key))
+    return source.type
+
+
+def source_specs(config: ProjectConfig, source: DangoSource) -> list[dg.AssetSpec]:
     """External assets for what the raw tables are loaded from, so lineage starts at the source."""
-    if source.type == "files":
-        where = config.source_path(source)
-        kinds = {source.format}
-    else:
-        where = source.ref
-        kinds = {"dlt"}
+    where = source_location(config, source)
+    kinds = {"csv" if source.type == "csv" else "files"} if source.is_files else {source.type}
     return [
         dg.AssetSpec(
             key=source_asset_key(source, table),
             group_name="sources",
             kinds=kinds,
-            description=f"{source.type} source {source.name!r}, table {table} (from {where}).",
+            description=source.description
+            or f"{source.type} source {source.name!r}, table {table} (from {where}).",
             metadata={"location": dg.MetadataValue.text(str(where))},
         )
         for table in source_tables(config, source)
@@ -104,36 +119,56 @@ def run_ingestion(
     config = gate.project_config()
     source = config.source(source_name)
     selected = {key.path[-1] for key in context.selected_asset_keys}
-    # Built fresh for each run, so files added since the definitions loaded are picked up.
-    dlt_source = build_dlt_source(config, source)
-    missing = selected - set(dlt_source.resources.keys())
-    if missing:
-        where = config.source_path(source) if source.type == "files" else source.ref
-        raise dg.Failure(
-            description=(
-                f"Source {source.name!r} has no table(s) {', '.join(sorted(missing))} any more "
-                f"(looked in {where})."
-                " Restore the files, or reload the definitions so the asset list matches."
+    started_at = dt.datetime.now(dt.UTC)
+    try:
+        # Built fresh for each run, so what changed since the definitions loaded is picked up.
+        dlt_source = build_dlt_source(config, source)
+        missing = selected - set(dlt_source.resources.keys())
+        if missing:
+            raise dg.Failure(
+                description=(
+                    f"Source {source.name!r} has no table(s) {', '.join(sorted(missing))} any "
+                    f"more ({source_location(config, source)}). Reload the definitions so the "
+                    "asset list matches the source."
+                )
             )
+        dlt_source = dlt_source.with_resources(*sorted(selected))
+        pipeline = build_pipeline(config, source)
+        started = time.monotonic()
+        # One ingestion of a source at a time: its dlt working folder is shared, and extract
+        # runs outside the warehouse lock.
+        with file_mutex(config.own_state_dir / f"dlt_{source.name}.lock"):
+            pipeline.abort_packages()  # a crashed earlier run must not replay its packages
+            pipeline.extract(dlt_source)
+            normalize_info = pipeline.normalize()
+            prepared = time.monotonic() - started
+            row_counts: dict[str, int] = dict(normalize_info.row_counts) if normalize_info else {}
+            with gate.hold(
+                context, operation=f"dlt load {source.name}", phase="data_load"
+            ) as session:
+                load_info = pipeline.load()
+                load_info.raise_on_failed_jobs()
+                loaded = sum(row_counts.get(t, 0) for t in selected)
+                with contextlib.closing(duckdb.connect(str(config.warehouse_path))) as con:
+                    sync_history.record(
+                        config,
+                        source.name,
+                        started_at,
+                        "success",
+                        loaded,
+                        None,
+                        context.run.run_id,
+                        con=con,
+                    )
+    except Exception as exc:
+        sync_history.record(
+            config, source.name, started_at, "failed", 0, str(exc), context.run.run_id
         )
-    dlt_source = dlt_source.with_resources(*sorted(selected))
-    pipeline = build_pipeline(config, source)
-    started = time.monotonic()
-    # One ingestion of a source at a time: its dlt working folder (load packages, state) is
-    # shared, and extract runs outside the warehouse lock (a kernel flock, freed if we die).
-    with file_mutex(config.state_dir / f"dlt_{source.name}.lock"):
-        pipeline.abort_packages()  # a crashed earlier run must not replay its packages
-        pipeline.extract(dlt_source)
-        normalize_info = pipeline.normalize()
-        prepared = time.monotonic() - started
-        row_counts: dict[str, int] = dict(normalize_info.row_counts) if normalize_info else {}
-        with gate.hold(context, operation=f"dlt load {source.name}", phase="data_load") as session:
-            load_info = pipeline.load()
-    load_info.raise_on_failed_jobs()
+        raise
     context.log.info(
-        f"Loaded {sum(row_counts.get(t, 0) for t in selected)} rows into {source.schema_name} "
-        f"(extract+normalize {prepared:.2f} s outside the lock; load held it "
-        f"{session.held_seconds:.2f} s after waiting {session.wait_seconds:.2f} s)."
+        f"Loaded {loaded} rows into {source.schema_name} (extract+normalize {prepared:.2f} s "
+        f"outside the lock; load held it {session.held_seconds:.2f} s after waiting "
+        f"{session.wait_seconds:.2f} s)."
     )
     for table in sorted(selected):
         yield dg.MaterializeResult(
@@ -141,13 +176,16 @@ def run_ingestion(
             metadata={
                 **_table_metadata(pipeline, table, row_counts.get(table, 0)),
                 **session.metadata(),
+                META_ROWS_LOADED: dg.MetadataValue.int(row_counts.get(table, 0)),
                 "extract_normalize_seconds": dg.MetadataValue.float(round(prepared, 3)),
             },
         )
 
 
-def build_ingestion_assets(config: ProjectConfig, source: SourceSettings) -> dg.AssetsDefinition:
-    """``@dlt_assets`` for one source; the body runs :func:`run_ingestion` through the gate."""
+def build_ingestion_assets(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
+    """The ingestion asset(s) of one source: Dango's file loader, or ``@dlt_assets``."""
+    if source.is_files:
+        return build_files_asset(config, source)
 
     @dlt_assets(
         dlt_source=build_dlt_source(config, source),

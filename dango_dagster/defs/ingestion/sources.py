@@ -1,275 +1,266 @@
-"""Ingestion sources: what dlt loads into the warehouse schema ``raw_<source>``.
+"""dlt sources from ``.dango/sources.yml``, built from Dango's keys the way Dango builds them.
 
-Two kinds of source, set per source in ``.dango/project.yml``:
+- ``rest_api``: dlt's ``rest_api_source`` with Dango's flat keys (``base_url``, ``endpoints``,
+  ``auth_type``, ``auth_token_env``, ``api_key_name``, ``headers`` ...) turned into dlt's
+  ``client``/``resources`` config exactly as Dango's ``_build_rest_api_config`` does.
+- ``filesystem``: dlt's ``filesystem`` source (``bucket_url``, ``file_glob``) piped into the
+  reader its extension asks for (csv, jsonl, parquet).
+- ``sql_database`` / ``postgres`` / ``mysql``: dlt's ``sql_database`` source.
+- ``dlt_native``: ``source_module`` / ``source_function`` / ``function_kwargs``, imported from the
+  project's ``custom_sources/`` or as ``dlt.sources.<module>``.
+- Dango's verified sources (stripe, hubspot, google_sheets, ...): the source function of the dlt
+  package getdango vendors, found through getdango's own registry; without getdango installed a
+  clear message says what to install.
 
-- ``type: files``: a folder (default ``data/uploads/<name>``) of ``<table>.<ext>`` files and/or
-  ``<table>/`` sub-folders of files, ``<ext>`` per ``format`` (csv, parquet or jsonl). Each table
-  is one dlt resource with ``write_disposition="replace"``: every load re-reads *all* files of the
-  table, so a file dropped in later shows up and nothing is ever counted twice. The files are
-  read by an in-memory DuckDB (its CSV sniffer types the columns, reading the whole file so a late
-  odd value cannot break a load half-way) and handed to dlt as Arrow batches: no Python object
-  per row, so a million rows take seconds, not many minutes. Each row carries ``_dango_file``,
-  the file it came from (relative to the source folder).
-- ``type: dlt``: ``ref: package.module:function`` is imported and called with ``kwargs``; it must
-  return a dlt source or resource (any dlt verified source fits).
-
-Holding the warehouse lock only while writing
----------------------------------------------
-A dlt run has three steps and only the last opens the DuckDB file::
-
-    pipeline = build_pipeline(config, source)   # opens nothing
-    pipeline.extract(build_dlt_source(config, source))  # reads files/APIs -> load package on disk
-    pipeline.normalize()                        # rewrites the package for DuckDB, still on disk
-    with lock:                                  # DbtLock / the Dagster gate
-        pipeline.load()                         # the only step that opens the warehouse file
-
-The load packages live under ``.dango/state/dlt/<pipeline>/`` (never the user's home folder), so
-extract and normalize may run while another process holds the lock and writes the warehouse
-(tests/test_sources.py checks exactly that with the file held open by another process). Do not
-use ``pipeline.run()`` under a gate: it also syncs state with the destination before extracting.
-
-dlt's anonymous telemetry is switched off when this module is imported, and nothing here needs
-the network (a ``type: dlt`` source may, by its nature).
+Settings ending in ``_env`` name an environment variable, resolved as Dango resolves them.
+Credentials come from where Dango keeps them (see :mod:`.credentials`). Each source loads into
+``raw_<name>``; the dlt pipeline is named after the source (as Dango names it), and its working
+folder is dango-dagster's own (``.dango/state/dango_dagster/dlt``), so extract and normalize run
+outside the warehouse lock and only ``pipeline.load()`` opens the warehouse (see ``assets.py``).
 """
 
 from __future__ import annotations
 
 import os
 
-# Before dlt reads its runtime configuration: no telemetry, ever (dlt reads env vars lazily, but
-# setting it first also covers anything that resolves config at import time).
+# Before dlt reads its runtime configuration: no telemetry, ever.
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 
 import importlib  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import dlt  # noqa: E402
-from dlt.common.normalizers.naming.snake_case import NamingConvention  # noqa: E402
 from dlt.extract.resource import DltResource  # noqa: E402
 from dlt.extract.source import DltSource  # noqa: E402
 
-from dango_dagster.config import ProjectConfig, SourceSettings  # noqa: E402
+from dango_dagster.config import ProjectConfig  # noqa: E402
+from dango_dagster.dango_project import DangoSource  # noqa: E402
+from dango_dagster.defs.ingestion.credentials import load_credentials  # noqa: E402
 from dango_dagster.errors import SourceError  # noqa: E402
 
-__all__ = [
-    "FILE_COLUMN",
-    "SourceError",
-    "build_dlt_source",
-    "build_pipeline",
-    "source_tables",
-    "table_files",
-]
+__all__ = ["SourceError", "build_dlt_source", "build_pipeline", "source_tables"]
 
-FILE_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "csv": (".csv",),
-    "parquet": (".parquet",),
-    "jsonl": (".jsonl", ".ndjson"),
-}
-FILE_COLUMN = "_dango_file"
-BATCH_ROWS = 100_000
-_NAMING = NamingConvention()
+_DANGO_ONLY = {"deduplication", "enabled", "description", "lookback_days"}
+_SQL_TYPES = ("sql_database", "postgres", "mysql")
 
 
-# -- files sources ------------------------------------------------------------------------------
-def _visible(path: Path) -> bool:
-    # Hidden and underscore names are temp files of writers (ours write ``.name.tmp``) or metadata.
-    return not path.name.startswith((".", "_"))
-
-
-def table_files(folder: Path, file_format: str) -> dict[str, list[Path]]:
-    """``{table: [files]}`` found in ``folder``: ``<table>.<ext>`` files and ``<table>/`` folders.
-
-    Table names are normalized the way dlt names tables (``Order Items.csv`` -> ``order_items``),
-    so the resource name, the warehouse table and the Dagster asset key agree. A file and a folder
-    of the same table are merged; empty files and folders without files are skipped.
-    """
-    exts = FILE_EXTENSIONS[file_format]
-    found: dict[str, list[Path]] = {}
-    if not folder.is_dir():
-        return found
-    for entry in sorted(folder.iterdir()):
-        if not _visible(entry):
+def resolve_env_keys(settings: dict[str, Any]) -> dict[str, Any]:
+    """Dango's rule: ``foo_env: VAR`` becomes ``foo=$VAR`` when VAR is set; when it is not, the
+    key is dropped so dlt resolves the value from its own secrets."""
+    resolved: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in _DANGO_ONLY:
             continue
-        if entry.is_dir():
-            name = entry.name
-            files = [
-                p
-                for p in sorted(entry.rglob("*"))
-                if p.suffix.lower() in exts
-                and p.is_file()
-                and all(_visible(Path(part)) for part in p.relative_to(entry).parts)
-            ]
-        elif entry.suffix.lower() in exts and entry.is_file():
-            name, files = entry.stem, [entry]
+        if key.endswith("_env") and isinstance(value, str):
+            env_value = os.getenv(value)
+            if env_value is not None:
+                resolved[key[:-4]] = env_value
         else:
+            resolved[key] = value
+    return resolved
+
+
+def _paginator(pag: Any) -> Any:
+    kind = pag.get("type", "auto") if isinstance(pag, dict) else pag
+    if kind == "none":
+        return "single_page"
+    if kind == "header_link":
+        return "header_link"
+    known = {"page_number": "page_param", "cursor": "cursor_path", "offset": "limit"}
+    if kind in known:
+        out: dict[str, Any] = {"type": kind}
+        key = known[kind]
+        if isinstance(pag, dict) and pag.get(key):
+            out[key] = int(pag[key]) if key == "limit" else pag[key]
+        return out
+    return None  # auto: dlt detects it
+
+
+def rest_api_config(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Dango's flat rest_api keys -> dlt's RESTAPIConfig (port of Dango's own mapping)."""
+    client: dict[str, Any] = {"base_url": kwargs.get("base_url", "")}
+    headers = kwargs.get("headers") or {}
+    if headers:
+        client["headers"] = {
+            k: (os.getenv(m.group(1), v) if (m := re.fullmatch(r"\$\{(\w+)\}", v)) else v)
+            for k, v in headers.items()
+        }
+    auth, token = kwargs.get("auth_type"), kwargs.get("auth_token")
+    if auth == "bearer" and token:
+        client["auth"] = {"type": "bearer", "token": token}
+    elif auth == "api_key" and token:
+        client["auth"] = {
+            "type": "api_key",
+            "name": kwargs.get("api_key_name") or "Authorization",
+            "api_key": token,
+            "location": kwargs.get("api_key_location") or "header",
+        }
+    elif auth == "basic" and kwargs.get("basic_username"):
+        client["auth"] = {
+            "type": "http_basic",
+            "username": kwargs["basic_username"],
+            "password": kwargs.get("basic_password") or "",
+        }
+    elif auth == "oauth2_client_credentials" and kwargs.get("access_token_url"):
+        client["auth"] = {
+            "type": "oauth2_client_credentials",
+            "access_token_url": kwargs["access_token_url"],
+            "client_id": kwargs.get("client_id") or "",
+            "client_secret": kwargs.get("client_secret") or "",
+        }
+    elif auth == "custom_header" and token:
+        client.setdefault("headers", {})[kwargs.get("auth_header_name") or "Authorization"] = token
+    resources: list[Any] = []
+    for ep in kwargs.get("endpoints") or []:
+        if isinstance(ep, str):
+            ep = {"path": ep, "name": ep}
+        if "endpoint" in ep or "path" not in ep:
+            resources.append({"write_disposition": "merge", "primary_key": "id", **ep})
             continue
-        files = [p for p in files if p.stat().st_size > 0]
-        if files:
-            found.setdefault(_NAMING.normalize_table_identifier(name), []).extend(files)
-    return {table: sorted(files) for table, files in sorted(found.items())}
+        endpoint: dict[str, Any] = {"path": ep["path"]}
+        for key in ("data_selector", "params"):
+            if ep.get(key):
+                endpoint[key] = ep[key]
+        if ep.get("paginator") and (pag := _paginator(ep["paginator"])) is not None:
+            endpoint["paginator"] = pag
+        resources.append(
+            {
+                "name": ep.get("name", ep["path"].strip("/").replace("/", "_")),
+                "endpoint": endpoint,
+                "write_disposition": ep.get("write_disposition", "merge"),
+                "primary_key": ep.get("primary_key", "id"),
+            }
+        )
+    return {"client": client, "resources": resources}
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def _filesystem(kwargs: dict[str, Any]) -> Any:
+    from dlt.sources.filesystem import filesystem, read_csv, read_jsonl, read_parquet
+
+    glob = kwargs.get("file_glob", "*")
+    reader = read_parquet if glob.endswith(".parquet") else read_jsonl
+    if glob.endswith(".csv"):
+        reader = read_csv
+    files = filesystem(bucket_url=kwargs["bucket_url"], file_glob=glob)
+    return (files | reader()).with_name(kwargs.get("table_name", "data"))
 
 
-def _reader_sql(files: Sequence[Path], file_format: str) -> str:
-    paths = "[" + ", ".join(_sql_text(str(p)) for p in files) + "]"
-    common = f"union_by_name = true, filename = {_sql_text(FILE_COLUMN)}"
-    if file_format == "csv":
-        # sample_size=-1: type columns from the whole file, not the first 20k rows.
-        return f"read_csv({paths}, header = true, sample_size = -1, {common})"
-    if file_format == "jsonl":
-        return f"read_json({paths}, format = 'newline_delimited', sample_size = -1, {common})"
-    return f"read_parquet({paths}, {common})"
-
-
-def read_table_batches(folder: Path, files: Sequence[Path], file_format: str) -> Iterator[Any]:
-    """Arrow batches of all ``files`` of one table; ``_dango_file`` is relative to ``folder``."""
-    import duckdb
-
-    start = len(str(folder)) + 2  # SQL substr is 1-based; skip the folder and the separator
-    sql = (
-        f"SELECT * REPLACE (substr({FILE_COLUMN}, {start}) AS {FILE_COLUMN}) "
-        f"FROM {_reader_sql(files, file_format)}"
-    )
-    con = duckdb.connect(":memory:")
+def _verified(source: DangoSource, kwargs: dict[str, Any]) -> Any:
     try:
-        for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
-            if batch.num_rows:
-                yield batch
-    except duckdb.Error as exc:
-        raise SourceError(_read_error(files, exc)) from exc
+        from dango.ingestion.sources.registry import get_source_metadata  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise SourceError(
+            f"Source {source.name!r} has type {source.type!r}, one of Dango's verified sources, "
+            "whose dlt code ships inside getdango. Install it into this environment "
+            "(pip install getdango==1.0.13), then load again."
+        ) from exc
+    meta = get_source_metadata(source.type) or {}
+    package, function = meta.get("dlt_package"), meta.get("dlt_function")
+    if not package or not function:
+        raise SourceError(
+            f"Source {source.name!r}: type {source.type!r} is not in getdango's source registry; "
+            "fix `type:` in .dango/sources.yml."
+        )
+    for module_path in (f"dango.ingestion.dlt_sources.{package}", f"dlt.sources.{package}"):
+        try:
+            module = importlib.import_module(module_path)
+            break
+        except ImportError:
+            continue
+    else:
+        raise SourceError(f"Source {source.name!r}: cannot import dlt package {package!r}.")
+    for key, value in (meta.get("default_config") or {}).items():
+        kwargs.setdefault(key, value)
+    return getattr(module, function)(**kwargs)
+
+
+def _dlt_native(config: ProjectConfig, source: DangoSource) -> Any:
+    native = source.dlt_native or {}
+    module_name, function = native.get("source_module"), native.get("source_function")
+    if not module_name or not function:
+        raise SourceError(
+            f"Source {source.name!r} (dlt_native) needs `source_module` and `source_function` "
+            "under `dlt_native:` in .dango/sources.yml."
+        )
+    custom = str(config.root / "custom_sources")
+    sys.path.insert(0, custom)
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            try:
+                module = importlib.import_module(f"dlt.sources.{module_name}")
+            except ImportError:
+                raise SourceError(
+                    f"Source {source.name!r}: module {module_name!r} is neither in {custom} nor "
+                    "an installed package. Put it in custom_sources/ or install it."
+                ) from None
     finally:
-        con.close()
-
-
-def _read_error(files: Sequence[Path], exc: Exception) -> str:
-    shown = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
-    return f"Could not read {shown}: {exc}\nFix or remove the file, then load again."
-
-
-def _file_resource(folder: Path, table: str, file_format: str) -> DltResource:
-    def read() -> Iterator[Any]:
-        # Listed again at run time: files added after the definitions loaded are included.
-        files = table_files(folder, file_format).get(table)
-        if not files:
-            raise SourceError(
-                f"Table {table!r} has no {file_format} files in {folder} any more "
-                f"(expected {table}.{file_format} or {table}/*.{file_format})."
-            )
-        yield from read_table_batches(folder, files, file_format)
-
-    return dlt.resource(read, name=table, write_disposition="replace")
-
-
-def _files_tables(config: ProjectConfig, source: SourceSettings) -> list[str]:
-    """Declared tables (``tables:`` in project.yml) plus those found on disk."""
-    found = table_files(config.source_path(source), source.format)
-    return sorted(set(source.tables) | set(found))
-
-
-def _files_source(config: ProjectConfig, source: SourceSettings) -> DltSource:
-    folder = config.source_path(source)
-    resources = [
-        _file_resource(folder, table, source.format) for table in _files_tables(config, source)
-    ]
-    return DltSource(dlt.Schema(source.name), source.name, resources)
-
-
-# -- dlt sources (by import path) ---------------------------------------------------------------
-def _import_ref(source: SourceSettings) -> Callable[..., Any]:
-    assert source.ref is not None
-    module_name, attr = source.ref.split(":")
-    where = f"source {source.name!r}: ref {source.ref!r}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise SourceError(
-                f"{where}: module {module_name!r} not found. Install the package that provides "
-                "it into this environment, or correct the module path (package.module:function)."
-            ) from exc
-        raise SourceError(
-            f"{where}: importing {module_name!r} failed because {exc.name!r} is missing; "
-            "install it into this environment."
-        ) from exc
-    except Exception as exc:
-        raise SourceError(f"{where}: importing {module_name!r} failed: {exc!r}") from exc
-    func = getattr(module, attr, None)
-    if func is None:
-        public = sorted(n for n in dir(module) if not n.startswith("_"))
-        raise SourceError(
-            f"{where}: module {module_name!r} has no attribute {attr!r} "
-            f"(it has: {', '.join(public[:20]) or 'nothing public'})."
-        )
+        sys.path.remove(custom)
+    func = getattr(module, function, None)
     if not callable(func):
-        raise SourceError(
-            f"{where}: {attr!r} is a {type(func).__name__}, not a function. Point ref at a "
-            "function decorated with @dlt.source or @dlt.resource."
-        )
-    return func
+        raise SourceError(f"Source {source.name!r}: {module_name!r} has no function {function!r}.")
+    return func(**(native.get("function_kwargs") or {}))
 
 
-def _ref_source(source: SourceSettings) -> DltSource:
-    func = _import_ref(source)
-    where = f"source {source.name!r}: ref {source.ref!r}"
-    try:
-        result = func(**source.kwargs)
-    except TypeError as exc:
-        raise SourceError(
-            f"{where}: calling it with kwargs {sorted(source.kwargs)} failed: {exc}. "
-            "Fix `kwargs:` in .dango/project.yml to match the function's parameters."
-        ) from exc
+def _as_source(source: DangoSource, result: Any) -> DltSource:
     if isinstance(result, DltSource):
         return result if result.name == source.name else result.clone(with_name=source.name)
     items = result if isinstance(result, list | tuple) else [result]
     if items and all(isinstance(item, DltResource) for item in items):
         return DltSource(dlt.Schema(source.name), source.name, list(items))
     raise SourceError(
-        f"{where}: returned {type(result).__name__}, not a dlt source or resource. Decorate the "
-        "function with @dlt.source (returning resources) or @dlt.resource."
+        f"Source {source.name!r} returned {type(result).__name__}, not a dlt source or resource."
     )
 
 
-# -- public API ---------------------------------------------------------------------------------
-def build_dlt_source(config: ProjectConfig, source: SourceSettings) -> DltSource:
-    """The dlt source of one configured source, named after it, one resource per table.
+def build_dlt_source(config: ProjectConfig, source: DangoSource) -> DltSource:
+    """The dlt source of one non-file source of ``sources.yml``, named after it."""
+    load_credentials(config)
+    kwargs = resolve_env_keys(source.type_config())
+    try:
+        if source.type == "rest_api":
+            from dlt.sources.rest_api import rest_api_source
 
-    Cheap and lazy: nothing is read until dlt extracts, and files are listed again then.
-    """
-    if source.type == "files":
-        return _files_source(config, source)
-    if not source.ref:
+            result: Any = rest_api_source(rest_api_config(kwargs), name=source.name)
+        elif source.type == "filesystem":
+            result = _filesystem(kwargs)
+        elif source.type in _SQL_TYPES:
+            from dlt.sources.sql_database import sql_database
+
+            result = sql_database(**kwargs)
+        elif source.type == "dlt_native":
+            result = _dlt_native(config, source)
+        else:
+            result = _verified(source, kwargs)
+    except SourceError:
+        raise
+    except Exception as exc:
         raise SourceError(
-            f"source {source.name!r} has type 'dlt' but no ref; add "
-            "`ref: package.module:function` in .dango/project.yml."
-        )
-    return _ref_source(source)
+            f"Source {source.name!r} ({source.type}) could not be built: {exc}. Check its "
+            "settings in .dango/sources.yml and its credentials (.env, .dlt/secrets.toml)."
+        ) from exc
+    return _as_source(source, result)
 
 
-def source_tables(config: ProjectConfig, source: SourceSettings) -> list[str]:
-    """Table names of a source without loading anything (files: from the folder listing)."""
-    if source.type == "files":
-        return _files_tables(config, source)
+def source_tables(config: ProjectConfig, source: DangoSource) -> list[str]:
+    """Table names of a source: ``[name]`` for a file source, else the dlt resources."""
+    if source.is_files:
+        return [source.name]
     return list(build_dlt_source(config, source).selected_resources.keys())
 
 
 def build_pipeline(
-    config: ProjectConfig, source: SourceSettings, *, pipelines_dir: Path | None = None
+    config: ProjectConfig, source: DangoSource, *, pipelines_dir: Path | None = None
 ) -> dlt.Pipeline:
-    """The dlt pipeline ``dango_<name>`` loading into ``raw_<name>`` of the project warehouse.
-
-    Its working folder (load packages, pipeline state) is ``.dango/state/dlt`` unless
-    ``pipelines_dir`` says otherwise; creating it opens nothing, see the module docstring.
-    """
-    # dlt's DuckDB destination does not create the warehouse's folder (``data/``) itself.
+    """The dlt pipeline ``<name>`` loading into ``raw_<name>`` of the project warehouse."""
     config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
-        pipeline_name=f"dango_{source.name}",
+        pipeline_name=source.name,
         destination=dlt.destinations.duckdb(str(config.warehouse_path)),
         dataset_name=source.schema_name,
-        pipelines_dir=str(pipelines_dir or config.state_dir / "dlt"),
+        pipelines_dir=str(pipelines_dir or config.own_state_dir / "dlt"),
     )

@@ -1,4 +1,4 @@
--- Typed, tidied customers. Column names match the upload files (dlt keeps snake_case as is).
+-- Typed, tidied customers. Column names are the upload files' headers (loaded as they are).
 select
     cast(customer_id as bigint) as customer_id,
     cast(first_name as varchar) as first_name,
@@ -6,4 +6,4 @@ select
     lower(cast(email as varchar)) as email,
     upper(cast(country as varchar)) as country_code,
     cast(signup_date as date) as signup_date
-from {{ source('raw_shop', 'customers') }}
+from {{ source('customers', 'customers') }}

@@ -3,4 +3,4 @@ select
     cast(customer_id as bigint) as customer_id,
     cast(order_date as date) as order_date,
     lower(cast(status as varchar)) as status
-from {{ source('raw_shop', 'orders') }}
+from {{ source('orders', 'orders') }}

@@ -4,4 +4,4 @@ select
     cast(order_id as bigint) as order_id,
     lower(cast(payment_method as varchar)) as payment_method,
     cast(amount as decimal(12, 2)) as amount
-from {{ source('raw_shop', 'payments') }}
+from {{ source('payments', 'payments') }}
