@@ -96,7 +96,7 @@ def _kill_in_locked_step(project: Path, operation: str) -> tuple[int, str]:
             slow = SlowMotion(proc.pid)
             try:
                 helper.let_go()
-                phase = "data_load" if operation == "dlt load" else operation
+                phase = "data_load" if operation == "load files" else operation
 
                 def writing() -> bool:
                     return _holder_is(project, proc.pid, operation) and (
@@ -119,7 +119,7 @@ def _kill_in_locked_step(project: Path, operation: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("operation", "activity"),
-    [("dlt load", "the dlt load"), ("dbt build", "dbt build"), ("snapshot", "the snapshot")],
+    [("load files", "the file load"), ("dbt build", "dbt build"), ("snapshot", "the snapshot")],
 )
 def test_kill_9_then_next_sync_succeeds_unaided(shop: Path, operation: str, activity: str) -> None:
     rows_before = _snapshot_rows(shop)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.dango_project import DangoSource
 from dango_dagster.constants import (
     AUTOMATION_SENSOR,
     REFRESH_SCHEDULE,
     TAG_SOURCE,
     UPLOADS_SENSOR,
 )
+from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.ingestion.watch import already_loaded, fingerprint, upload_files
 
 if TYPE_CHECKING:

@@ -21,13 +21,13 @@ from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.dango_project import DangoSource
 from dango_dagster.constants import (
     META_COLUMN_SCHEMA,
     META_ROW_COUNT,
     META_ROWS_LOADED,
     META_TABLE_NAME,
 )
+from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion import sync_history
 from dango_dagster.defs.ingestion.files_asset import build_files_asset

@@ -106,9 +106,7 @@ def _matches(con, config: ProjectConfig, source: DangoSource, files: list[Upload
         recorded[f.relpath][0] in (None, f.size)
         and (
             recorded[f.relpath][1] is None
-            or abs(
-                (recorded[f.relpath][1] - dt.datetime.fromtimestamp(f.mtime)).total_seconds()
-            )
+            or abs((recorded[f.relpath][1] - dt.datetime.fromtimestamp(f.mtime)).total_seconds())
             <= _MTIME_TOLERANCE_S
         )
         for f in files
