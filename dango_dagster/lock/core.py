@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from dango_dagster._fs import atomic_write_json
 from dango_dagster.errors import DbtLockError, DbtLockTimeout
+from dango_dagster.lock import fairness
 from dango_dagster.lock.holder import read_file_lock_holder, read_lock_holder
 from dango_dagster.lock.info import (
     LockHolder,
@@ -189,6 +190,7 @@ class DbtLock:
                 if self.target.flock:
                     rep.who = lambda: read_file_lock_holder(self.project_dir)
                     fd = self._acquire_fd(state_for(self._file_key), rep)
+                    fairness.note_acquired(self.lock_path)
                 holder = self._write_info(fd, session)
             except BaseException:
                 if session is not None:
@@ -247,8 +249,13 @@ class DbtLock:
         return session
 
     def _acquire_fd(self, state: KeyState, rep: _Reporter) -> int:
+        queues = rep.deadline is None or rep.deadline > rep.start  # not a fail-fast attempt
+        yields = 0
         while True:
-            clean_stale_info(self.info_path)
+            clean_stale_info(self.info_path, self.lock_path)
+            if queues:  # another waiter of ours is leaving the lock to a Dango poller
+                fairness.honour_yield(self.lock_path, rep.expired, rep.tick)
+            mark = fairness.touch_mark(self.lock_path)
             fd: int | None = open_lock_file(self.lock_path)
             try:
                 got = try_lock(fd)
@@ -263,10 +270,26 @@ class DbtLock:
                     fd = self._wait(state, fd, rep)
                 if fd is None:
                     fd = self._last_attempt(rep)
-            if same_file(fd, self.lock_path):
-                return fd
-            unlock(fd)  # the lock file was replaced under us: lock the one now at that path
-            os.close(fd)
+            if not same_file(fd, self.lock_path):
+                unlock(fd)  # the lock file was replaced under us: lock the one now at that path
+                os.close(fd)
+                continue
+            if (
+                not got
+                and yields < fairness.MAX_YIELDS
+                and not rep.expired()
+                and (
+                    fairness.foreign_touched(self.lock_path, mark)
+                    or fairness.yield_pending(self.lock_path)
+                )
+            ):
+                # A Dango waiter polled while we waited: leave it the next poll (fairness.py).
+                unlock(fd)
+                os.close(fd)
+                yields += 1
+                fairness.yield_to_foreign(self.lock_path, rep.expired, rep.tick)
+                continue
+            return fd
 
     def _wait(self, state: KeyState, fd: int, rep: _Reporter) -> int | None:
         """Block until the lock is ours (the locked fd) or the deadline passes (None).
@@ -375,6 +398,7 @@ class DbtLock:
                     if info is not None and info.pid == os.getpid():
                         with contextlib.suppress(OSError):
                             self.info_path.unlink()
+                    fairness.before_release(self.lock_path)
                     try:
                         unlock(entry.fd)
                     finally:

@@ -259,22 +259,32 @@ def kernel_lock_pids(lock_path: Path) -> set[int] | None:
     return by_device or by_inode
 
 
-def clean_stale_info(info_path: Path) -> bool:
+def clean_stale_info(info_path: Path, lock_path: Path) -> bool:
     """Remove holder info whose process is gone; True when something was removed.
 
-    This runs without holding the lock (the seed cleans before every attempt), so a new holder
-    may write fresh info at any moment, and a check-then-unlink could delete it. Instead the file
-    judged stale is moved aside under a private name (an atomic rename); if what was moved is not
-    the file we judged (a holder replaced it meanwhile: ``os.replace`` makes a new inode, Dango's
-    in-place write a new mtime), it is linked back, unless newer info already took its place.
+    This runs without holding the lock (the seed cleans before every attempt), so it must never
+    touch info a live holder may be writing. Dango's ``DbtLock`` writes its info *in place*
+    (truncate, then write) right after it takes the lock, so for a moment the file is empty and
+    looks corrupt. Hence empty or corrupt info is cleaned only while the kernel's lock table says
+    nobody holds the lock (checked before and after moving the file). Info that names a process
+    that is gone (or a reused PID) is cleaned whoever holds the lock: a holder that rewrites it
+    meanwhile changes its mtime or inode, and the version check below puts its file back.
+
+    The file judged stale is moved aside under a private name (an atomic rename); if what was
+    moved is not the file we judged (a holder replaced it meanwhile: ``os.replace`` makes a new
+    inode, Dango's in-place write a new mtime), or a holder appeared meanwhile, it is linked back,
+    unless newer info already took its place.
     """
     try:
         before = os.stat(info_path)
     except OSError:
         return False
+    pids = kernel_lock_pids(lock_path)
     info = read_holder_info(info_path)
     if info is not None and holder_is_alive(info):
         return False
+    if info is None and pids != set():
+        return False  # empty or torn while the lock is held (or unknown): a holder is writing it
     aside = info_path.with_name(f".{info_path.name}.stale.{os.getpid()}.{threading.get_ident()}")
     try:
         os.replace(info_path, aside)
@@ -282,7 +292,9 @@ def clean_stale_info(info_path: Path) -> bool:
         return False
     try:
         moved = os.stat(aside)
-        if _same_version(moved, before):
+        if _same_version(moved, before) and (
+            info is not None or kernel_lock_pids(lock_path) == set()
+        ):
             return True
         with contextlib.suppress(OSError):  # FileExistsError: newer info is already there
             os.link(aside, info_path)
