@@ -86,14 +86,19 @@ class PipelineResult:
         return sum(t.rows or 0 for t in self.tables if t.key.startswith("raw_"))
 
 
-def _selection(config: ProjectConfig, sources: Sequence[str] | None) -> Any:
+def _selection(
+    config: ProjectConfig, sources: Sequence[str] | None, sync_only: bool = False
+) -> Any:
     import dagster as dg
 
-    if not sources:
+    if not sources and not sync_only:
         return dg.AssetSelection.all()
-    for name in sources:
+    for name in sources or ():
         config.source(name)  # clear error for an unknown source
-    return dg.AssetSelection.groups(*(f"raw_{name}" for name in sources)).downstream()
+    names = list(sources or (s.name for s in config.sources))
+    raw = dg.AssetSelection.groups(*(f"raw_{name}" for name in names))
+    # sync_only: Dango's schedule type of that name, the sources without dbt and the snapshot.
+    return raw if sync_only else raw.downstream()
 
 
 def _metadata_value(meta: dict[str, Any], key: str) -> Any:
@@ -124,6 +129,7 @@ def run_pipeline(
     launched_by: str = "cli",
     quiet: bool = False,
     handle_signals: bool = False,
+    sync_only: bool = False,
 ) -> PipelineResult:
     """Materialize the selected sources, the dbt models downstream and the snapshot.
 
@@ -143,7 +149,7 @@ def run_pipeline(
     reconcile_dead_runs(instance, config)
     defs = build_definitions(config)
     job = defs.resolve_job_def(PIPELINE_JOB)
-    selection = _selection(config, sources).resolve(defs.resolve_asset_graph())
+    selection = _selection(config, sources, sync_only).resolve(defs.resolve_asset_graph())
     run_id = str(uuid.uuid4())
     tags = {TAG_LAUNCHED_BY: launched_by, **identity_tags()}
     if wait_seconds is not None:

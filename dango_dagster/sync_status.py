@@ -163,6 +163,13 @@ def mark_interrupted(path: Path, status: dict[str, Any], reason: str) -> dict[st
     return data
 
 
+def is_ours(data: dict[str, Any]) -> bool:
+    """A status file dango-dagster wrote (it names a Dagster run). Dango writes the same file
+    names in the same folder (``sync_status_<12 hex>.json``, no ``run_id``): we read those, but
+    never rewrite or delete them, as Dango's own cleanup decides about them."""
+    return bool(data.get("run_id"))
+
+
 def reconcile_status_files(state_dir: Path) -> list[dict[str, Any]]:
     """Mark every status file whose run died in a running phase ``interrupted``; returns them.
 
@@ -171,7 +178,7 @@ def reconcile_status_files(state_dir: Path) -> list[dict[str, Any]]:
     fixed: list[dict[str, Any]] = []
     for path in state_dir.glob("sync_status_*.json"):
         data = read_status(path)
-        if data is None:
+        if data is None or not is_ours(data):
             continue
         reason = gone_reason(data)
         if reason is not None:
@@ -202,7 +209,7 @@ def cleanup_finished(
     cutoff = time.time() - keep_seconds
     for path in state_dir.glob("sync_status_*.json"):
         data = read_status(path)
-        if data is None or data.get("phase") not in FINISHED_PHASES:
+        if data is None or not is_ours(data) or data.get("phase") not in FINISHED_PHASES:
             continue
         with contextlib.suppress(OSError):
             if path.stat().st_mtime < cutoff:

@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only this source (repeatable; default: all) plus the dbt models downstream of it",
     )
     sync.add_argument(
+        "--sync-only",
+        action="store_true",
+        help="load the sources only: no dbt models, no snapshot (Dango's `sync_only`)",
+    )
+    sync.add_argument(
         "--wait",
         type=float,
         default=None,
@@ -121,6 +126,7 @@ def handle_sync(args: argparse.Namespace) -> int:
     outcome = run_pipeline(
         config,
         sources=args.sources,
+        sync_only=args.sync_only,
         wait_seconds=args.wait,
         progress=progress_printer(started),
         quiet=True,

@@ -51,6 +51,7 @@ from dango_dagster.defs.ingestion.files_sql import (
     create_table_sql,
     insert_sql,
     quote,
+    sql_text,
     stage_file,
 )
 from dango_dagster.lock.primitives import file_mutex
@@ -269,7 +270,7 @@ def _swap(
     new, updated, unchanged, deleted = _classify(meta, files)
     result.skipped = len(unchanged)
     existing = [c for c in _table_columns(con, schema, table) if c[0] not in DANGO_COLUMNS]
-    con.execute(f"ATTACH {quote(str(staging_path))} AS stg")
+    con.execute(f"ATTACH {sql_text(str(staging_path))} AS stg")  # a string literal (duckdb 1.5)
     try:
         # Files the outside guess missed (Dango synced in between) are parsed now.
         result.staged_under_lock = _stage_all(con, "stg", new + updated, staged)

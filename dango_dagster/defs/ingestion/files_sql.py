@@ -53,7 +53,7 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _text(value: str) -> str:
+def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -83,7 +83,7 @@ def stage_file(
     reader = _READ_FUNCTIONS[Path(path).suffix.lower()]
     where = _where(prefix, name)
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {where} AS SELECT * FROM {reader}({_text(path)})")
+        con.execute(f"CREATE OR REPLACE TABLE {where} AS SELECT * FROM {reader}({sql_text(path)})")
     except duckdb.Error as exc:
         detail = str(exc).split("Possible Solution")[0].strip().replace("\n", " ")[:400]
         raise FilesLoadError(f"Could not read {path} ({reader}): {detail}\n{_FIX}") from exc
@@ -145,7 +145,7 @@ def insert_sql(target: str, prefix: str, item: Staged, columns: list[tuple[str, 
     select = [f"CAST({quote(n)} AS {t})" for n, t in columns]
     stamp = item.mtime.strftime("%Y-%m-%d %H:%M:%S")
     select += [
-        _text(os.path.basename(item.path)),
+        sql_text(os.path.basename(item.path)),
         f"TIMESTAMP '{stamp}'",
         "CURRENT_TIMESTAMP",
         "false",
