@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -27,6 +27,7 @@ FILE_SOURCE_TYPES = ("csv", "local_files")
 # Source types loaded through one of dlt's own core sources.
 DLT_CORE_SOURCE_TYPES = ("rest_api", "filesystem", "sql_database", "postgres", "mysql")
 _SOURCE_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+M = TypeVar("M", bound=BaseModel)
 
 
 class DangoFileError(ProjectConfigError):
@@ -169,15 +170,21 @@ def _entries(path: Path, key: str) -> list[Any]:
     return entries
 
 
+def _models(path: Path, key: str, model: type[M]) -> list[M]:
+    """The entries of ``key:`` in ``path`` as ``model``s; errors name the file and entry."""
+    found: list[M] = []
+    for i, entry in enumerate(_entries(path, key)):
+        try:
+            found.append(model.model_validate(entry))
+        except ValidationError as exc:
+            raise _errors(path, f"{key}.{i}", exc) from exc
+    return found
+
+
 def load_sources(root: Path) -> list[DangoSource]:
     """Every source of ``.dango/sources.yml`` (disabled ones included; see ``enabled``)."""
     path = root / SOURCES_RELPATH
-    sources: list[DangoSource] = []
-    for i, entry in enumerate(_entries(path, "sources")):
-        try:
-            sources.append(DangoSource.model_validate(entry))
-        except ValidationError as exc:
-            raise _errors(path, f"sources.{i}", exc) from exc
+    sources = _models(path, "sources", DangoSource)
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -187,14 +194,7 @@ def load_sources(root: Path) -> list[DangoSource]:
 
 def load_schedules(root: Path) -> list[DangoSchedule]:
     """Every schedule of ``.dango/schedules.yml`` (disabled ones included)."""
-    path = root / SCHEDULES_RELPATH
-    schedules: list[DangoSchedule] = []
-    for i, entry in enumerate(_entries(path, "schedules")):
-        try:
-            schedules.append(DangoSchedule.model_validate(entry))
-        except ValidationError as exc:
-            raise _errors(path, f"schedules.{i}", exc) from exc
-    return schedules
+    return _models(root / SCHEDULES_RELPATH, "schedules", DangoSchedule)
 
 
 def load_platform(raw_project: dict[str, Any], path: Path) -> PlatformSettings:
