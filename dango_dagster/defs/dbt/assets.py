@@ -112,7 +112,15 @@ def ensure_manifest(config: ProjectConfig) -> Path:
 
 
 class DangoDbtTranslator(DagsterDbtTranslator):
-    """Keys models by ``[schema, name]`` and groups them by schema (``staging``, ``marts``)."""
+    """Keys models by ``[schema, name]`` and groups them by schema (``staging``, ``marts``).
+
+    ``auto_dbt`` is Dango's ``platform.auto_dbt``: when false, models do not follow fresh raw
+    data by themselves (no automation condition); schedules and manual runs still build them.
+    """
+
+    def __init__(self, auto_dbt: bool = True) -> None:
+        super().__init__()
+        self.auto_dbt = auto_dbt
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         kind = dbt_resource_props["resource_type"]
@@ -137,7 +145,7 @@ class DangoDbtTranslator(DagsterDbtTranslator):
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
         # Models follow fresh upstream data without a human (declarative automation).
-        return dg.AutomationCondition.eager()
+        return dg.AutomationCondition.eager() if self.auto_dbt else None
 
 
 class DangoDbtCliResource(DbtCliResource):
@@ -227,7 +235,7 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=manifest,
         project=project,
-        dagster_dbt_translator=DangoDbtTranslator(),
+        dagster_dbt_translator=DangoDbtTranslator(auto_dbt=config.platform.auto_dbt),
         name="dbt_models",
     )
     def dbt_models(
