@@ -245,7 +245,9 @@ class ProjectConfig:
 
     @property
     def dbt_target(self) -> str:
-        return self.settings.dbt.target
+        if self.settings.dbt.target:
+            return self.settings.dbt.target
+        return "ducklake" if self.settings.warehouse.kind == "ducklake" else "dev"
 
     def watched(self, source: DangoSource) -> bool:
         """Whether Dango's watcher would see a file source: its folder lies under one of

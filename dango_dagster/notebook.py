@@ -17,7 +17,7 @@ import getpass
 import os
 from typing import TYPE_CHECKING
 
-from dango_dagster.config import load_config
+from dango_dagster.config import ProjectConfig, load_config
 from dango_dagster.snapshots import (
     SnapshotError,
     newest_snapshot,
@@ -51,6 +51,8 @@ def connect(
     import duckdb
 
     config = load_config(project_dir)
+    if config.settings.warehouse.kind == "ducklake":
+        return _connect_lake(config, refresh=refresh)
     user = sanitize_username(username if username is not None else getpass.getuser())
     for _ in range(_ATTEMPTS):
         path = None if refresh else newest_snapshot(config, user)
@@ -71,3 +73,17 @@ def connect(
         f"Could not open a snapshot for {user!r}: each one disappeared before it could be "
         "opened (snapshots are being taken very fast); try again."
     )
+
+
+def _connect_lake(config: ProjectConfig, *, refresh: bool) -> duckdb.DuckDBPyConnection:
+    """DuckLake: the published snapshot, pinned (no copy exists or is needed); ``refresh`` pins
+    the newest commit instead. Either way the data cannot change under the notebook."""
+    from dango_dagster.lake import lake_for, open_published
+    from dango_dagster.lake.catalog import current_snapshot
+
+    if not refresh:
+        return open_published(config)
+    lake = lake_for(config)
+    with lake.connect(read_only=True) as live:
+        newest = current_snapshot(live)
+    return lake.connect(read_only=True, snapshot=newest)

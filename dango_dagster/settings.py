@@ -23,15 +23,16 @@ class WarehouseSettings(_Section):
     # host) with Parquet data under ``data_path``; readers pin a snapshot (docs/SCALING.md).
     kind: Literal["file", "ducklake"] = "file"
     # The file itself is Dango's platform.duckdb_path (project.yml).
-    # ducklake only: the catalog, as DuckDB's ATTACH takes it after ``ducklake:`` (for example
-    # ``postgres:dbname=lake host=db user=dango``); unset means env DANGO_LAKE_CATALOG.
+    # ducklake only: the catalog database, a postgresql:// URL (for example
+    # ``postgresql://dango@db:5432/lake``); unset means env DANGO_LAKE_CATALOG.
     catalog: str | None = None
     # ducklake only: where the Parquet files go (a folder every host sees at the same path).
     data_path: str = "data/lake"
 
 
 class DbtSettings(_Section):
-    target: str = "dev"
+    # The profile target; None: "dev", or "ducklake" when warehouse.kind is ducklake.
+    target: str | None = None
     # Run dbt inside the Dagster run's process (no second Python re-importing dbt, ~2-3 s less per
     # build; docs/BENCHMARKS.md) instead of as a `dbt` subprocess. Same events either way.
     in_process: bool = True

@@ -24,3 +24,8 @@ fi
   -r requirements.lock
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python --compile-bytecode \
   --no-deps -e .
+# DuckLake (warehouse.kind: ducklake) runs only in the duckdb 1.5.5 resolution: lay its extension
+# packages out where DuckDB looks for them, so nothing is ever downloaded (idempotent, instant).
+if [ -x .venv-dango/bin/python ]; then
+  .venv-dango/bin/python -m dango_dagster.lake.extensions >/dev/null
+fi

@@ -14,6 +14,7 @@ import pytest
 
 DAGSTER_FREE = [
     "dango_dagster.lock",
+    "dango_dagster.lake",
     "dango_dagster.snapshots",
     "dango_dagster.notebook",
     "dango_dagster.api.app",

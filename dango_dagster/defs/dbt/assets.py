@@ -44,7 +44,12 @@ def dbt_executable() -> str:
 
 def _dbt_vars(config: ProjectConfig) -> dict[str, str]:
     warehouse = str(config.warehouse_path)
-    return {WAREHOUSE_ENV_VAR: warehouse, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {WAREHOUSE_ENV_VAR: warehouse, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    if config.settings.warehouse.kind == "ducklake":  # the profile's `ducklake` target reads these
+        from dango_dagster.lake import lake_for
+
+        env |= lake_for(config).dbt_env()
+    return env
 
 
 def dbt_env(config: ProjectConfig) -> dict[str, str]:
@@ -191,12 +196,11 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
 
 def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, int]:
     """Row counts of the dbt tables just built (read while still holding the lock)."""
-    import duckdb
-
+    from dango_dagster.lake import connect_warehouse
     from dango_dagster.snapshots.verify import quote_ident, table_names
 
     counts: dict[dg.AssetKey, int] = {}
-    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+    with connect_warehouse(config, read_only=True) as con:
         tables = table_names(con)
         for key in keys:
             if len(key.path) == 2 and tuple(key.path) in tables:
@@ -244,7 +248,7 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         warehouse_gate: WarehouseLockGate,
     ) -> Iterator[Any]:
         cfg = warehouse_gate.project_config()
-        os.environ[WAREHOUSE_ENV_VAR] = str(cfg.warehouse_path)
+        os.environ.update(_dbt_vars(cfg))
         events: list[Any] = []
         error: BaseException | None = None
         started = time.monotonic()

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
@@ -33,6 +32,7 @@ from dango_dagster.defs.ingestion import sync_history
 from dango_dagster.defs.ingestion.files_asset import build_files_asset
 from dango_dagster.defs.ingestion.keys import raw_asset_key, source_asset_key
 from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
+from dango_dagster.lake.catalog import connect_warehouse
 from dango_dagster.lock.primitives import file_mutex
 
 
@@ -138,7 +138,9 @@ def run_ingestion(
         # One ingestion of a source at a time: its dlt working folder is shared, and extract
         # runs outside the warehouse lock.
         with file_mutex(config.own_state_dir / f"dlt_{source.name}.lock"):
-            pipeline.abort_packages()  # a crashed earlier run must not replay its packages
+            # A crashed earlier run must not replay its packages (dlt < 1.31, beside getdango, has
+            # no abort_packages: drop them).
+            getattr(pipeline, "abort_packages", pipeline.drop_pending_packages)()
             pipeline.extract(dlt_source)
             normalize_info = pipeline.normalize()
             prepared = time.monotonic() - started
@@ -149,7 +151,7 @@ def run_ingestion(
                 load_info = pipeline.load()
                 load_info.raise_on_failed_jobs()
                 loaded = sum(row_counts.get(t, 0) for t in selected)
-                with contextlib.closing(duckdb.connect(str(config.warehouse_path))) as con:
+                with contextlib.closing(connect_warehouse(config, read_only=False)) as con:
                     sync_history.record(
                         config,
                         source.name,

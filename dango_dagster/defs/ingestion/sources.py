@@ -257,10 +257,18 @@ def build_pipeline(
     config: ProjectConfig, source: DangoSource, *, pipelines_dir: Path | None = None
 ) -> dlt.Pipeline:
     """The dlt pipeline ``<name>`` loading into ``raw_<name>`` of the project warehouse."""
-    config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    if config.settings.warehouse.kind == "ducklake":  # the catalog in Postgres, Parquet files
+        from dango_dagster.lake import lake_for
+
+        lake = lake_for(config)
+        lake.data_path.mkdir(parents=True, exist_ok=True)
+        destination: Any = lake.dlt_destination()
+    else:
+        config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        destination = dlt.destinations.duckdb(str(config.warehouse_path))
     return dlt.pipeline(
         pipeline_name=source.name,
-        destination=dlt.destinations.duckdb(str(config.warehouse_path)),
+        destination=destination,
         dataset_name=source.schema_name,
         pipelines_dir=str(pipelines_dir or config.own_state_dir / "dlt"),
     )

@@ -66,7 +66,9 @@ def already_loaded(config: ProjectConfig, source: DangoSource) -> bool | None:
     Nothing loaded yet (no warehouse, no table) is False: the files are new.
     """
     files = upload_files(config, source)
-    if not config.warehouse_path.exists():
+    from dango_dagster.lake.catalog import connect_warehouse, warehouse_exists
+
+    if not warehouse_exists(config):
         return not files
     lock = DbtLock(config.root, source="dagster", operation="uploads sensor: read loaded files")
     try:
@@ -74,9 +76,7 @@ def already_loaded(config: ProjectConfig, source: DangoSource) -> bool | None:
     except DbtLockTimeout:
         return None
     try:
-        import duckdb
-
-        with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        with connect_warehouse(config, read_only=True) as con:
             return _matches(con, config, source, files)
     finally:
         lock.release()
