@@ -73,7 +73,7 @@ def test_demo_sync_on_ducklake_gives_the_marts_of_the_file(
     file_proj, lake_proj = tmp_path / "file", tmp_path / "lake"
     for proj in (file_proj, lake_proj):
         subprocess.run([CLI, "demo", "init", str(proj), "--rows", "300"], check=True, timeout=120)
-    with (lake_proj / ".dango" / "project.yml").open("a") as fh:
+    with (lake_proj / ".dango" / "dango_dagster.yml").open("a") as fh:
         fh.write(f"\nwarehouse:\n  kind: ducklake\n  catalog: {pg_server.dsn('lake')}\n")
 
     procs = [_sync(file_proj), _sync(lake_proj)]

@@ -199,6 +199,8 @@ def connect_warehouse(config: ProjectConfig, *, read_only: bool = True) -> Any:
         return lake_for(config).connect(read_only=read_only)
     import duckdb
 
+    if not read_only:
+        config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(str(config.warehouse_path), read_only=read_only)
 
 

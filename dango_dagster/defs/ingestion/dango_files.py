@@ -54,6 +54,7 @@ from dango_dagster.defs.ingestion.files_sql import (
     sql_text,
     stage_file,
 )
+from dango_dagster.lake.catalog import connect_warehouse
 from dango_dagster.lock.primitives import file_mutex
 
 __all__ = ["FilesLoadError", "FilesLoadResult", "load_files_source", "source_files"]
@@ -209,8 +210,11 @@ def load_files_source(
         guess_new, guess_upd, _u, _d = _classify(cache.meta, files)
         with _connect(staging_path) as scon:
             result.staged_outside_lock = _stage_all(scon, "", guess_new + guess_upd, staged)
-        with hold() as result.hold, _connect(config.warehouse_path) as con:
-            meta = _swap(con, source, files, staged, staging_path, allow_empty_replace, result)
+        lake = config.settings.warehouse.kind == "ducklake"
+        with hold() as result.hold, connect_warehouse(config, read_only=False) as con:
+            meta = _swap(
+                con, source, files, staged, staging_path, allow_empty_replace, result, lake
+            )
             if on_locked is not None:
                 on_locked(con, result)
         if meta is not None:
@@ -255,6 +259,7 @@ def _swap(
     staging_path: Path,
     allow_empty_replace: bool,
     result: FilesLoadResult,
+    lake: bool = False,
 ) -> dict[str, tuple[dt.datetime, str]] | None:
     """Under the lock: classify by the real metadata, then change the table in one transaction.
     Returns the source's metadata rows afterwards (None when nothing was committed)."""
@@ -264,7 +269,10 @@ def _swap(
     con.execute(
         "CREATE TABLE IF NOT EXISTS _dango_file_metadata (source_name VARCHAR, file_path VARCHAR,"
         " file_size BIGINT, file_mtime TIMESTAMP, rows_loaded BIGINT, status VARCHAR,"
-        " loaded_at TIMESTAMP, error_message VARCHAR, PRIMARY KEY (source_name, file_path))"
+        " loaded_at TIMESTAMP, error_message VARCHAR"
+        # DuckLake has no keys; one row per file is kept by delete-then-insert in _apply.
+        + ("" if lake else ", PRIMARY KEY (source_name, file_path)")
+        + ")"
     )
     meta = _meta_rows(con, source.name)
     new, updated, unchanged, deleted = _classify(meta, files)
@@ -359,7 +367,11 @@ def _apply(
                 "Nothing was changed. Fix or remove the file, then sync again."
             ) from exc
         con.execute(
-            "INSERT OR REPLACE INTO _dango_file_metadata (source_name, file_path, file_size,"
+            "DELETE FROM _dango_file_metadata WHERE source_name = ? AND file_path = ?",
+            [source.name, path],
+        )
+        con.execute(
+            "INSERT INTO _dango_file_metadata (source_name, file_path, file_size,"
             " file_mtime, rows_loaded, status, loaded_at) VALUES (?, ?, ?, ?, ?, ?,"
             " CURRENT_TIMESTAMP)",
             [
