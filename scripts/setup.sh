@@ -29,3 +29,16 @@ fi
 if [ -x .venv-dango/bin/python ]; then
   .venv-dango/bin/python -m dango_dagster.lake.extensions >/dev/null
 fi
+
+# The web UI test (tests/test_web_ui.py) drives Debian's headless Chromium through its WebDriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing chromium and chromium-driver (for the web UI test) ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || { apt-get update -qq >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  else
+    echo "NOTE: chromium and chromedriver are missing, so the web UI test (tests/test_web_ui.py) cannot run." >&2
+    echo "      Install them as root: apt-get install chromium chromium-driver" >&2
+  fi
+fi

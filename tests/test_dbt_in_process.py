@@ -6,8 +6,11 @@ process, as the next writer would open it once the lock is released.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from dango_dagster.defs.dbt.assets import (
 )
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.demo import init_demo_project
+from dango_dagster.lock import DbtLock
 
 pytestmark = pytest.mark.slow
 
@@ -283,3 +287,51 @@ def test_parse_error_at_load_names_the_problem(tmp_path: Path) -> None:
     model.write_text("select * from {{ ref('no_such_model') }}")
     with pytest.raises(RuntimeError, match="no_such_model"):
         ensure_manifest(config)
+
+
+SLOW_MODEL = """-- Takes seconds: a window in which the build is certainly still running.
+select (select count(*) from {{ ref('stg_orders') }}) + sum(i) as answer
+from range(1500000000) t(i)
+"""
+
+
+def test_models_are_recorded_as_dbt_finishes_them_even_if_the_build_is_killed(
+    tmp_path: Path,
+) -> None:
+    """Live progress: a sync killed (-9) during the build keeps the models dbt had finished."""
+    root = init_demo_project(tmp_path / "shop", rows=200)
+    config = load_config(root)
+    (config.dbt_project_dir / "models" / "marts" / "zz_slow.sql").write_text(SLOW_MODEL)
+    cli = str(Path(sys.executable).with_name("dango-dagster"))
+    output = tmp_path / "sync.log"
+    with open(output, "wb") as out:
+        sync = subprocess.Popen(
+            [cli, "sync", "--project", str(root)], stdout=out, stderr=subprocess.STDOUT
+        )
+    stg_orders = dg.AssetKey(["staging", "stg_orders"])
+    slow = dg.AssetKey(["marts", "zz_slow"])
+    try:
+        deadline = time.monotonic() + 240
+        instance = None
+        record = None
+        while time.monotonic() < deadline and sync.poll() is None:
+            if instance is None and (config.dagster_home / "history").exists():
+                instance = dg.DagsterInstance.from_config(str(config.dagster_home))
+            if instance is not None:
+                with contextlib.suppress(Exception):
+                    record = instance.get_latest_materialization_event(stg_orders)
+                if record is not None:
+                    break
+            time.sleep(0.1)
+        assert record is not None, output.read_text()[-3000:]
+        assert sync.poll() is None, "the build ended before the slow model could be killed"
+    finally:
+        sync.kill()
+        sync.wait(30)
+    assert instance is not None
+    assert instance.get_latest_materialization_event(slow) is None  # dbt never finished it
+    meta = record.asset_materialization.metadata  # a view: no row count, but its columns
+    columns = {c.name: c.type for c in meta["dagster/column_schema"].value.columns}
+    assert columns["order_id"] and all(columns.values())  # every column, with its type
+    # The kernel freed the lock with the killed process: the next writer gets it at once.
+    DbtLock(root, source="test").acquire(timeout=0).release()

@@ -24,10 +24,11 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.constants import META_ROW_COUNT
+from dango_dagster.constants import META_COLUMN_SCHEMA, META_ROW_COUNT
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.lock.primitives import file_mutex
+from dango_dagster.snapshots.verify import table_names
 
 WAREHOUSE_ENV_VAR = "DANGO_WAREHOUSE_PATH"
 _SKIP_DIRS = {"target", "logs", "dbt_packages", ".venv", "__pycache__"}
@@ -194,20 +195,48 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
     )
 
 
-def _table_row_counts(config: ProjectConfig, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, int]:
-    """Row counts of the dbt tables just built (read while still holding the lock)."""
-    from dango_dagster.lake import connect_warehouse
-    from dango_dagster.snapshots.verify import quote_ident, table_names
+def _model_metadata(config: ProjectConfig, key: dg.AssetKey) -> dict[str, Any]:
+    """Row count (tables) and column types (tables and views) of a model dbt just built.
 
-    counts: dict[dg.AssetKey, int] = {}
-    with connect_warehouse(config, read_only=True) as con:
-        tables = table_names(con)
-        for key in keys:
-            if len(key.path) == 2 and tuple(key.path) in tables:
-                schema, table = key.path
-                sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(table)}"
-                counts[key] = con.execute(sql).fetchone()[0]
-    return counts
+    Read as each model finishes, while the step holds the warehouse lock. With dbt in process
+    (the default) ``duckdb.connect`` joins the database dbt-duckdb has open in this process; with
+    a dbt subprocess the file is dbt's until it exits, so nothing can be read (an empty dict).
+    """
+    import duckdb
+
+    from dango_dagster.snapshots.verify import quote_ident
+
+    if len(key.path) != 2:
+        return {}
+    schema, name = key.path
+    meta: dict[str, Any] = {}
+    try:
+        with duckdb.connect(str(config.warehouse_path)) as con:
+            columns = con.execute(
+                "select column_name, data_type, is_nullable from duckdb_columns() "
+                "where database_name = current_database() and schema_name = ? "
+                "and table_name = ? order by column_index",
+                [schema, name],
+            ).fetchall()
+            if (schema, name) in table_names(con):
+                sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
+                meta[META_ROW_COUNT] = dg.MetadataValue.int(con.execute(sql).fetchone()[0])
+    except duckdb.Error:
+        return {}
+    if columns:
+        meta[META_COLUMN_SCHEMA] = dg.MetadataValue.table_schema(
+            dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        name=col,
+                        type=str(dtype),
+                        constraints=dg.TableColumnConstraints(nullable=bool(nullable)),
+                    )
+                    for col, dtype, nullable in columns
+                ]
+            )
+        )
+    return meta
 
 
 # dagster-dbt gives every invocation its own target folder (``target/<op>-<run>-<id>``) and never
@@ -249,35 +278,23 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     ) -> Iterator[Any]:
         cfg = warehouse_gate.project_config()
         os.environ.update(_dbt_vars(cfg))
-        events: list[Any] = []
-        error: BaseException | None = None
         started = time.monotonic()
+        # Each event is yielded as dbt reports it, so the UI shows models materializing and
+        # checks passing during the build, and a build killed half-way leaves the finished
+        # models recorded. The lock is held from the first model to the last, no longer.
         with warehouse_gate.hold(context, operation="dbt build", phase="dbt") as session:
             try:
-                events.extend(dbt.cli(["build"], context=context).stream())
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after releasing the lock
-                error = exc
-            built = [
-                context.asset_key_for_output(e.output_name)
-                for e in events
-                if isinstance(e, dg.Output)
-            ]
-            rows = _table_row_counts(cfg, built) if error is None else {}
-        prune_invocation_targets(cfg.dbt_project_dir, context.op_execution_context.op.name)
+                for event in dbt.cli(["build"], context=context).stream():
+                    if isinstance(event, dg.Output):
+                        key = context.asset_key_for_output(event.output_name)
+                        extra = {**session.metadata(), **_model_metadata(cfg, key)}
+                        event = event.with_metadata({**event.metadata, **extra})
+                    yield event
+            finally:
+                prune_invocation_targets(cfg.dbt_project_dir, context.op_execution_context.op.name)
         context.log.info(
             f"dbt build took {time.monotonic() - started:.1f} s "
             f"(lock wait {session.wait_seconds:.2f} s, held {session.held_seconds:.2f} s)"
         )
-        lock_meta = session.metadata()
-        for event in events:
-            if isinstance(event, dg.Output):
-                extra = dict(lock_meta)
-                key = context.asset_key_for_output(event.output_name)
-                if key in rows:
-                    extra[META_ROW_COUNT] = dg.MetadataValue.int(rows[key])
-                event = event.with_metadata({**event.metadata, **extra})
-            yield event
-        if error is not None:
-            raise error
 
     return dbt_models

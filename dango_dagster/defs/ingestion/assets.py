@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster_dlt import DagsterDltTranslator, dlt_assets
+from dagster_dlt import DagsterDltTranslator, build_dlt_asset_specs
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig
@@ -185,16 +185,26 @@ def run_ingestion(
 
 
 def build_ingestion_assets(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
-    """The ingestion asset(s) of one source: Dango's file loader, or ``@dlt_assets``."""
+    """The ingestion asset(s) of one source: Dango's file loader, or dagster-dlt's asset specs.
+
+    For dlt: what ``@dlt_assets`` builds, minus the dlt source, pipeline and translator objects it
+    stores as definition metadata for its ``DagsterDltResource`` (not used here): the UI could
+    only show them as "(unserializable)" rows.
+    """
     if source.is_files:
         return build_files_asset(config, source)
+    specs = [
+        spec.replace_attributes(
+            metadata={k: v for k, v in spec.metadata.items() if not k.startswith("dagster_dlt/")}
+        )
+        for spec in build_dlt_asset_specs(
+            dlt_source=build_dlt_source(config, source),
+            dlt_pipeline=build_pipeline(config, source),
+            dagster_dlt_translator=DangoDltTranslator(config, source),
+        )
+    ]
 
-    @dlt_assets(
-        dlt_source=build_dlt_source(config, source),
-        dlt_pipeline=build_pipeline(config, source),
-        name=f"ingest_{source.name}",
-        dagster_dlt_translator=DangoDltTranslator(config, source),
-    )
+    @dg.multi_asset(name=f"ingest_{source.name}", specs=specs, can_subset=True)
     def _ingest(
         context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
     ) -> Iterator[dg.MaterializeResult]:
