@@ -188,8 +188,23 @@ class DagsterDev:
             lambda: not self.instance.get_run_records(dg.RunsFilter(statuses=_ACTIVE), limit=1),
         )
 
+    def wait_sensor_ticked(self, name: str = UPLOADS_SENSOR) -> None:
+        """Until the daemon has evaluated sensor ``name`` once (the code location is up)."""
+
+        def ticked() -> bool:
+            for state in self.instance.all_instigator_state():
+                if state.instigator_name == name:
+                    origin, selector = state.instigator_origin_id, state.selector_id
+                    return bool(self.instance.get_ticks(origin, selector, limit=1))
+            return False
+
+        self._wait(f"the first tick of {name}", self.startup_timeout, ticked)
+
     def startup_run(self) -> dict[str, Any]:
-        """At start the sensor sees the existing files as new: that first run is the warm-up."""
+        """On a project never loaded, the sensor's first tick loads it: that run is the warm-up.
+
+        (On a synced project the sensor starts from the loaded files and launches nothing.)
+        """
         before = {r.dagster_run.run_id for r in _sensor_runs(self.instance)}
 
         def new_run() -> RunRecord | None:

@@ -58,6 +58,8 @@ META_ROW_COUNT = "dagster/row_count"
 META_ROWS_LOADED = "rows_loaded"  # rows a sync added (a file source's row_count is the table's)
 META_TABLE_NAME = "dagster/table_name"
 META_COLUMN_SCHEMA = "dagster/column_schema"
+META_MATERIALIZED_AS = "materialized_as"  # dbt models: "table" or "view", from the warehouse
+META_SNAPSHOT_BYTES = "snapshot_size_bytes"
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 

@@ -21,9 +21,11 @@ from dango_dagster.config import ProjectConfig, shipped_file
 from dango_dagster.constants import (
     META_LOCK_HOLDER,
     META_LOCK_WAIT,
+    META_MATERIALIZED_AS,
     META_PUBLISHED_PATH,
     META_ROW_COUNT,
     META_ROWS_LOADED,
+    META_SNAPSHOT_BYTES,
     PIPELINE_JOB,
     TAG_LAUNCHED_BY,
     TAG_LOCK_TIMEOUT,
@@ -66,6 +68,7 @@ class TableResult:
     key: str
     rows: int | None
     lock_wait_seconds: float | None
+    kind: str | None = None  # dbt models: "table" or "view"
 
 
 @dataclass
@@ -75,11 +78,18 @@ class PipelineResult:
     seconds: float
     tables: list[TableResult] = field(default_factory=list)
     snapshot_path: str | None = None
+    snapshot_bytes: int | None = None
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
     error: str | None = None
     fix: str | None = None
     log_path: str | None = None
     lock_timeout: bool = False
     interrupted: int | None = None  # the signal that ended the run (SIGINT, SIGTERM)
+
+    @property
+    def snapshot_key(self) -> str:
+        return "snapshots/warehouse"
 
     @property
     def rows_loaded(self) -> int:
@@ -211,10 +221,19 @@ def run_pipeline(
                     if META_ROWS_LOADED in meta
                     else _metadata_value(meta, META_ROW_COUNT),
                     lock_wait_seconds=_metadata_value(meta, META_LOCK_WAIT),
+                    kind=_metadata_value(meta, META_MATERIALIZED_AS),
                 )
             )
             if META_PUBLISHED_PATH in meta:
                 outcome.snapshot_path = str(_metadata_value(meta, META_PUBLISHED_PATH))
+                outcome.snapshot_bytes = _metadata_value(meta, META_SNAPSHOT_BYTES)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            if check.passed:
+                outcome.checks_passed += 1
+            else:
+                name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+                outcome.checks_failed.append(name)
         elif event.event_type_value == "STEP_FAILURE" and outcome.lock_timeout is False:
             user = event.step_failure_data.user_failure_data
             # The gate attaches the holder to the failure it raises when the lock stays taken.

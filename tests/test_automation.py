@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from lockprocs.harness import LockProc
 
 from dango_dagster.config import load_config
 from dango_dagster.constants import REFRESH_SCHEDULE, UPLOADS_SENSOR
@@ -129,7 +130,16 @@ def test_dropped_csv_reaches_the_snapshot_through_the_sensor(tmp_path: Path) -> 
     job = defs.resolve_job_def("dango_pipeline")
     with dg.instance_for_test() as instance:
         assert job.execute_in_process(instance=instance).success  # a sync loads everything
-        # A fresh sensor (no cursor: the first `dagster dev`) starts from what the sync loaded.
+        # A fresh sensor (no cursor: the first `dagster dev`) starts from what the sync loaded,
+        # read under the lock; while another process writes, it waits for a later tick.
+        holder = LockProc("hold", root, "dango", "sync orders")
+        try:
+            holder.expect("HELD")
+            busy = _tick(defs, instance, None)
+        finally:
+            holder.let_go()
+        assert busy.run_requests == []
+        assert "busy" in busy.skip_reason.skip_message
         first = _tick(defs, instance, None)
         assert first.run_requests == []
         cursor = first.cursor

@@ -26,7 +26,7 @@ import dagster as dg
 import pytest
 from lockprocs.harness import LockProc
 
-from dango_dagster.config import REPO_ROOT, load_config
+from dango_dagster.config import load_config
 from dango_dagster.defs.automation import AUTOMATION_SENSOR, UPLOADS_SENSOR
 from dango_dagster.demo import init_demo_project
 
@@ -127,13 +127,9 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     assert len(synced) == 1
     port = _free_port()
     log = base / "dagster_dev.log"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DANGO_PROJECT_DIR": str(project)}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml")]
-            + ["-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
+        proc = subprocess.Popen(  # the README's command: `dango-dagster dev`
+            [str(BIN / "dango-dagster"), "dev", "--project", str(project), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -278,13 +274,22 @@ def test_ui_run_waits_for_outside_holder_then_automation_builds_dbt_and_snapshot
     auto = dev.wait_for("an automation run", automation_run, timeout=240)
     assert auto.status == dg.DagsterRunStatus.SUCCESS
     materialized = {
-        e.asset_key.to_user_string()
+        e.dagster_event.asset_key.to_user_string()
         for e in dev.instance.all_logs(
             auto.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         )
-        if e.asset_key
+        if e.dagster_event and e.dagster_event.asset_key
     }
     assert "snapshots/warehouse" in materialized
     assert any(k.startswith("marts/") for k in materialized)
     snapshot = load_config(dev.project).published_snapshot_path
     assert snapshot.exists()
+
+
+def test_console_is_quiet(dev: Dev) -> None:
+    """After the runs above: no DEBUG event lines, no superseded-command notice, no chatter."""
+    text = dev.log.read_text(errors="replace")
+    assert "SupersessionWarning" not in text
+    assert " - DEBUG - " not in text
+    assert "Checking for new runs for sensor" not in text
+    assert f"http://127.0.0.1:{dev.url.rsplit(':', 1)[1]}" in text  # where the UI is

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "lock_cmd",
     "demo_cmd",
     "sync_cmd",
+    "dev_cmd",
     "snapshot_cmd",
     "api_cmd",
     "query_cmd",

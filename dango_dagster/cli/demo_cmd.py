@@ -102,7 +102,7 @@ def _init(args: argparse.Namespace) -> int:
     print("Next steps:")
     print(f"  export DANGO_PROJECT_DIR={root}")
     print("  dango-dagster demo run                        # load, transform, snapshot")
-    print("  dagster dev -m dango_dagster.definitions      # the Dagster web UI")
+    print("  dango-dagster dev                             # the Dagster web UI")
     return EXIT_OK
 
 
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Generated the demo data ({args.rows} orders):")
         _print_uploads(config)
     print(f"Running the pipeline of {config.root} through Dagster ...", flush=True)
-    from dango_dagster.sync import ensure_dagster_home, run_pipeline
+    from dango_dagster.sync import run_pipeline
 
     outcome = run_pipeline(
         config,
@@ -129,19 +129,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     print_summary(outcome)
     raise_if_failed(outcome)
-    home = ensure_dagster_home(config)
     print("\nOpen the Dagster web UI (the run above is in its Runs list):")
-    print(f"  cd {config.root}")
-    print(f"  DAGSTER_HOME={home} DANGO_PROJECT_DIR={config.root} \\")
-    print(f"    {sys.prefix}/bin/dagster dev -w {_workspace_file()}")
+    print(f"  {sys.prefix}/bin/dango-dagster dev --project {config.root}")
     print("  then browse http://127.0.0.1:3000")
     return EXIT_OK
-
-
-def _workspace_file() -> str:
-    from dango_dagster.config import shipped_file
-
-    return str(shipped_file("workspace.yaml"))
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -65,15 +65,28 @@ def progress_printer(started: float) -> Callable[[dict[str, Any]], None]:
 
 
 def print_summary(outcome: Any) -> None:
-    """What a user wants after a sync: tables and rows, the snapshot, the time."""
+    """What a user wants after a sync: tables and rows, views, checks, the snapshot, the time."""
     if outcome.tables:
         width = max(len(t.key) for t in outcome.tables)
         print("\nmaterialized:")
         for table in outcome.tables:
-            rows = f"{table.rows:>10,} rows" if table.rows is not None else ""
-            print(f"  {table.key:<{width}}  {rows}")
+            if table.rows is not None:
+                what = f"{table.rows:>10,} rows"
+            elif table.kind == "view":
+                what = f"{'view':>15}"
+            elif table.key == outcome.snapshot_key and outcome.snapshot_bytes is not None:
+                what = f"{outcome.snapshot_bytes / 1e6:>12.1f} MB"
+            else:
+                what = ""
+            print(f"  {table.key:<{width}}  {what}")
+    checks = outcome.checks_passed + len(outcome.checks_failed)
+    if checks:
+        line = f"\nchecks:    {outcome.checks_passed} of {checks} passed"
+        if outcome.checks_failed:
+            line += f"; FAILED: {', '.join(outcome.checks_failed)}"
+        print(line)
     if outcome.snapshot_path:
-        print(f"\nsnapshot:  {outcome.snapshot_path}")
+        print(f"snapshot:  {outcome.snapshot_path}")
     print(f"run id:    {outcome.run_id}")
     state = "succeeded" if outcome.success else "FAILED"
     print(f"{state} in {outcome.seconds:.1f} s ({outcome.rows_loaded:,} rows loaded)")

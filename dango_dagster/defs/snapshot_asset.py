@@ -13,6 +13,7 @@ from dango_dagster.constants import (
     META_LOCK_HELD,
     META_LOCK_WAIT,
     META_PUBLISHED_PATH,
+    META_SNAPSHOT_BYTES,
 )
 from dango_dagster.defs.gate import WarehouseLockGate
 
@@ -53,7 +54,7 @@ def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition
         return dg.MaterializeResult(
             metadata={
                 META_PUBLISHED_PATH: dg.MetadataValue.path(str(result.published_path)),
-                "snapshot_size_bytes": dg.MetadataValue.int(result.size_bytes),
+                META_SNAPSHOT_BYTES: dg.MetadataValue.int(result.size_bytes),
                 "snapshot_size_mb": dg.MetadataValue.float(round(result.size_bytes / 1e6, 3)),
                 "tables": dg.MetadataValue.int(result.tables),
                 "user_snapshots": dg.MetadataValue.json(

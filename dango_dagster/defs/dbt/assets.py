@@ -24,7 +24,7 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.constants import META_COLUMN_SCHEMA, META_ROW_COUNT
+from dango_dagster.constants import META_COLUMN_SCHEMA, META_MATERIALIZED_AS, META_ROW_COUNT
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.lock.primitives import file_mutex
@@ -62,6 +62,9 @@ def _newest_source_mtime(project_dir: Path) -> float:
     newest = 0.0
     for dirpath, dirnames, filenames in os.walk(project_dir):
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        if dirpath != str(project_dir):  # a folder's mtime moves when a file in it is deleted
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.stat(dirpath).st_mtime)
         for name in filenames:
             if name.endswith((".sql", ".yml", ".yaml", ".csv", ".md", ".py")):
                 with contextlib.suppress(OSError):
@@ -195,8 +198,13 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
     )
 
 
-def _model_metadata(config: ProjectConfig, key: dg.AssetKey) -> dict[str, Any]:
+def _model_metadata(
+    config: ProjectConfig, key: dg.AssetKey, documented: dg.TableSchema | None
+) -> dict[str, Any]:
     """Row count (tables) and column types (tables and views) of a model dbt just built.
+
+    Every column the warehouse has, typed by its catalog, with the descriptions the dbt project
+    documents (``documented``, dagster-dbt's column schema from the manifest).
 
     Read as each model finishes, while the step holds the warehouse lock. With dbt in process
     (the default) ``duckdb.connect`` joins the database dbt-duckdb has open in this process; with
@@ -221,8 +229,12 @@ def _model_metadata(config: ProjectConfig, key: dg.AssetKey) -> dict[str, Any]:
             if (schema, name) in table_names(con):
                 sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
                 meta[META_ROW_COUNT] = dg.MetadataValue.int(con.execute(sql).fetchone()[0])
+                meta[META_MATERIALIZED_AS] = dg.MetadataValue.text("table")
+            elif columns:
+                meta[META_MATERIALIZED_AS] = dg.MetadataValue.text("view")
     except duckdb.Error:
         return {}
+    described = {c.name: c.description for c in documented.columns} if documented else {}
     if columns:
         meta[META_COLUMN_SCHEMA] = dg.MetadataValue.table_schema(
             dg.TableSchema(
@@ -230,6 +242,7 @@ def _model_metadata(config: ProjectConfig, key: dg.AssetKey) -> dict[str, Any]:
                     dg.TableColumn(
                         name=col,
                         type=str(dtype),
+                        description=described.get(col),
                         constraints=dg.TableColumnConstraints(nullable=bool(nullable)),
                     )
                     for col, dtype, nullable in columns
@@ -282,16 +295,40 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         # Each event is yielded as dbt reports it, so the UI shows models materializing and
         # checks passing during the build, and a build killed half-way leaves the finished
         # models recorded. The lock is held from the first model to the last, no longer.
+        # A dbt subprocess keeps the warehouse file to itself until it exits, so in that mode
+        # the events wait for the end of the build to carry row counts and column types.
+        live = dbt.in_process
+
+        def enrich(event: Any) -> Any:
+            if not isinstance(event, dg.Output):
+                return event
+            key = context.asset_key_for_output(event.output_name)
+            documented = context.assets_def.metadata_by_key[key].get(META_COLUMN_SCHEMA)
+            extra = {
+                **session.metadata(),
+                **_model_metadata(cfg, key, getattr(documented, "schema", documented)),
+            }
+            return event.with_metadata({**event.metadata, **extra})
+
+        held: list[Any] = []
+        error: Exception | None = None
         with warehouse_gate.hold(context, operation="dbt build", phase="dbt") as session:
             try:
                 for event in dbt.cli(["build"], context=context).stream():
-                    if isinstance(event, dg.Output):
-                        key = context.asset_key_for_output(event.output_name)
-                        extra = {**session.metadata(), **_model_metadata(cfg, key)}
-                        event = event.with_metadata({**event.metadata, **extra})
-                    yield event
+                    if live:
+                        yield enrich(event)
+                    else:
+                        held.append(event)
+            except Exception as exc:
+                if live:
+                    raise
+                error = exc  # raised below, once the models dbt finished are recorded
             finally:
                 prune_invocation_targets(cfg.dbt_project_dir, context.op_execution_context.op.name)
+            held = [enrich(event) for event in held]  # dbt is done: the file can be read
+        yield from held
+        if error is not None:
+            raise error
         context.log.info(
             f"dbt build took {time.monotonic() - started:.1f} s "
             f"(lock wait {session.wait_seconds:.2f} s, held {session.held_seconds:.2f} s)"

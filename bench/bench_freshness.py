@@ -1,0 +1,210 @@
+"""Fresh data in seconds: a CSV dropped into the demo's uploads, until its rows are in the
+published snapshot, under ``dagster dev``, with each part of the way timed.
+
+The demo project is synced first (``dango-dagster sync``), then ``dagster dev`` starts on the
+project's own instance, as the README says. Measured:
+
+- start: runs ``dagster dev`` launches by itself in its first 45 s (target: none; the uploads
+  sensor starts from the files the sync loaded);
+- per drop: a 5-row orders CSV written beside and renamed into ``data/uploads/shop/orders/``;
+  the clock stops when a read-only connection to the published snapshot (what the query API,
+  Metabase and notebooks read) sees all 5 rows. The run the uploads sensor launched tells where
+  the time went: sensor wait (drop -> run created), enqueue and dequeue, worker process start
+  (imports, definitions), each step (load, dbt, snapshot), the rest.
+
+    .venv/bin/python bench/bench_freshness.py              # 7 drops
+    .venv/bin/python bench/bench_freshness.py --drops 3 --skip-start-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dev_path import SENSOR_TAG, UPLOADS_SENSOR, BenchError, DagsterDev, run_figures
+
+from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.demo import SOURCE_NAME, init_demo_project
+
+BIN = Path(sys.executable).parent
+BENCH = Path(__file__).resolve().parent
+START_WINDOW_S = 45.0
+DROP_ROWS = 5
+# Parts of a run's time, in the order they happen (keys of dagster_dev_path.run_phases).
+PARTS = (
+    ("sensor wait", "tick_seconds"),
+    ("created -> enqueued", "created->enqueued"),
+    ("enqueued -> dequeued", "enqueued->dequeued"),
+    ("worker process spawned", "worker spawned"),
+    ("worker imports + definitions", "worker imports+definitions"),
+    ("load (ingest step)", f"step ingest_{SOURCE_NAME}"),
+    ("dbt build (dbt step)", "step dbt_models"),
+    ("snapshot (snapshot step)", "step warehouse_snapshot"),
+    ("run: outside steps", "run start->end outside steps"),
+)
+
+
+def _sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(tags={SENSOR_TAG: UPLOADS_SENSOR}), limit=50))
+
+
+def prepare(base: Path, rows: int) -> ProjectConfig:
+    root = init_demo_project(base / "shop", rows=rows)
+    sync = subprocess.run(
+        [str(BIN / "dango-dagster"), "sync", "--project", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if sync.returncode != 0:
+        raise BenchError(f"the first sync failed:\n{sync.stdout[-2000:]}\n{sync.stderr[-2000:]}")
+    return load_config(root)
+
+
+def start_check(dev: DagsterDev, started: float) -> dict[str, Any]:
+    """Runs launched by ``dagster dev`` itself during its first 45 s on a synced project."""
+    before = {r.run_id for r in dev.instance.get_runs()}
+    dev.wait_sensor_ticked(UPLOADS_SENSOR)
+    ready_after = time.monotonic() - started
+    time.sleep(max(0.0, START_WINDOW_S - (time.monotonic() - started)))
+    launched = [r for r in dev.instance.get_runs() if r.run_id not in before]
+    return {
+        "sensor_first_tick_after_s": round(ready_after, 1),
+        "window_s": round(time.monotonic() - started, 1),
+        "runs_launched": len(launched),
+    }
+
+
+def _drop(config: ProjectConfig, number: int) -> tuple[float, list[int]]:
+    folder = config.uploads_dir / SOURCE_NAME / "orders"
+    first = 20_000_000 + number * 10
+    ids = [first + i for i in range(DROP_ROWS)]
+    lines = ["order_id,customer_id,order_date,status"]
+    lines += [f"{i},1,2025-06-30,placed" for i in ids]
+    tmp = folder / f".fresh_{number:04d}.csv.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    final = folder / f"fresh_{number:04d}.csv"
+    os.replace(tmp, final)
+    return time.time(), ids
+
+
+def _visible(snapshot: Path, ids: list[int]) -> bool:
+    try:
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            found = con.execute(
+                f"select count(*) from raw_{SOURCE_NAME}.orders where order_id in "
+                f"({', '.join(map(str, ids))})"
+            ).fetchone()[0]
+    except duckdb.Error:
+        return False
+    return found == len(ids)
+
+
+def one_drop(dev: DagsterDev, config: ProjectConfig, number: int) -> dict[str, Any]:
+    dev.wait_idle()
+    before = {r.run_id for r in _sensor_runs(dev.instance)}
+    dropped, ids = _drop(config, number)
+    snapshot = config.published_snapshot_path
+    while not _visible(snapshot, ids):
+        if time.time() - dropped > 300:
+            raise BenchError(f"drop {number}: rows not in the snapshot after 300 s; {dev.log_path}")
+        time.sleep(0.05)
+    visible = time.time() - dropped
+    runs = [r for r in _sensor_runs(dev.instance) if r.run_id not in before]
+    if len(runs) != 1:
+        raise BenchError(f"drop {number}: expected one sensor run, found {len(runs)}")
+    record = dev._finished(runs[0].run_id)  # noqa: SLF001 - the harness's own waiting loop
+    figures = run_figures(dev.instance, record)
+    figures["phases"]["tick_seconds"] = figures["created"] - dropped
+    figures["drop_to_snapshot_seconds"] = visible
+    figures["snapshot_to_run_end_seconds"] = (
+        figures["created"] + figures["run_seconds"] - (dropped + visible)
+    )
+    return figures
+
+
+def _median(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s["phases"].get(key) for s in samples]
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    samples = result["samples"]
+    totals = [s["drop_to_snapshot_seconds"] for s in samples]
+    lines = [
+        f"drop -> rows in the published snapshot, {len(totals)} drops of {DROP_ROWS} rows: "
+        f"median {statistics.median(totals):.2f} s, min {min(totals):.2f} s, "
+        f"max {max(totals):.2f} s",
+        "",
+        "| part | median s |",
+        "|---|---:|",
+    ]
+    for label, key in PARTS:
+        value = _median(samples, key)
+        lines.append(f"| {label} | {value:.2f} |" if value is not None else f"| {label} | - |")
+    lines.append(f"| **drop -> visible in snapshot** | **{statistics.median(totals):.2f}** |")
+    start = result.get("start")
+    if start:
+        lines.append("")
+        lines.append(
+            f"dagster dev start on the synced project: {start['runs_launched']} run(s) launched "
+            f"in the first {start['window_s']:.0f} s (uploads sensor first ticked after "
+            f"{start['sensor_first_tick_after_s']} s)."
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drops", type=int, default=7)
+    parser.add_argument("--rows", type=int, default=None, help="demo orders (default: demo's)")
+    parser.add_argument("--skip-start-check", action="store_true")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="bench_fresh_"))
+    kwargs = {} if args.rows is None else {"rows": args.rows}
+    config = prepare(base, **kwargs)
+    result: dict[str, Any] = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "settings": config.automation.model_dump(),
+        "samples": [],
+    }
+    log = base / "dagster_dev.log"
+    with DagsterDev(config, config.dagster_home, log) as dev:
+        started = time.monotonic()
+        if not args.skip_start_check:
+            result["start"] = start_check(dev, started)
+            print(f"start: {result['start']}", flush=True)
+        else:
+            dev.wait_sensor_ticked(UPLOADS_SENSOR)
+        for number in range(1, args.drops + 1):
+            sample = one_drop(dev, config, number)
+            result["samples"].append(sample)
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in sample["phases"].items())
+            print(
+                f"drop {number}: {sample['drop_to_snapshot_seconds']:.2f} s ({parts})", flush=True
+            )
+    lines = report_lines(result)
+    print("\n".join(lines))
+    out = BENCH / "results" / "freshness.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    print(f"\nfigures: {out}\nlogs: {log}")
+
+
+if __name__ == "__main__":
+    main()
