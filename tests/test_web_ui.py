@@ -212,7 +212,7 @@ def test_sensors_run_by_themselves_and_start_from_the_synced_files(dev: Dev) -> 
 
 
 def test_asset_graph_renders(dev: Dev, browser: Any, tmp_path: Path) -> None:
-    groups = ["sources", "raw_shop", "staging", "marts", "snapshots"]
+    groups = ["sources", "raw_orders", "raw_customers", "staging", "marts", "snapshots"]
     browser.get(f"{dev.url}/asset-groups")
     try:
         body = _page_shows(browser, groups)
