@@ -199,19 +199,20 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
 
 
 def _model_metadata(
-    config: ProjectConfig, key: dg.AssetKey, documented: dg.TableSchema | None
+    config: ProjectConfig, key: dg.AssetKey, documented: dg.TableSchema | None, *, during: bool
 ) -> dict[str, Any]:
     """Row count (tables) and column types (tables and views) of a model dbt just built.
 
     Every column the warehouse has, typed by its catalog, with the descriptions the dbt project
     documents (``documented``, dagster-dbt's column schema from the manifest).
 
-    Read as each model finishes, while the step holds the warehouse lock. With dbt in process
-    (the default) ``duckdb.connect`` joins the database dbt-duckdb has open in this process; with
-    a dbt subprocess the file is dbt's until it exits, so nothing can be read (an empty dict).
+    Read under the warehouse lock. ``during`` the build (dbt in process, a file warehouse), a
+    read-write ``connect`` joins the database dbt-duckdb has open in this process (a read-only
+    one would be refused as a second configuration of the same file); after it, a read-only one.
     """
     import duckdb
 
+    from dango_dagster.lake import connect_warehouse
     from dango_dagster.snapshots.verify import quote_ident
 
     if len(key.path) != 2:
@@ -219,7 +220,7 @@ def _model_metadata(
     schema, name = key.path
     meta: dict[str, Any] = {}
     try:
-        with duckdb.connect(str(config.warehouse_path)) as con:
+        with connect_warehouse(config, read_only=not during) as con:
             columns = con.execute(
                 "select column_name, data_type, is_nullable from duckdb_columns() "
                 "where database_name = current_database() and schema_name = ? "
@@ -295,9 +296,10 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         # Each event is yielded as dbt reports it, so the UI shows models materializing and
         # checks passing during the build, and a build killed half-way leaves the finished
         # models recorded. The lock is held from the first model to the last, no longer.
-        # A dbt subprocess keeps the warehouse file to itself until it exits, so in that mode
-        # the events wait for the end of the build to carry row counts and column types.
-        live = dbt.in_process
+        # A dbt subprocess keeps the warehouse file to itself until it exits (and a DuckLake is
+        # attached by dbt on its own), so there the events wait for the end of the build to
+        # carry row counts and column types.
+        live = dbt.in_process and cfg.settings.warehouse.kind == "file"
 
         def enrich(event: Any) -> Any:
             if not isinstance(event, dg.Output):
@@ -306,7 +308,7 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             documented = context.assets_def.metadata_by_key[key].get(META_COLUMN_SCHEMA)
             extra = {
                 **session.metadata(),
-                **_model_metadata(cfg, key, getattr(documented, "schema", documented)),
+                **_model_metadata(cfg, key, getattr(documented, "schema", documented), during=live),
             }
             return event.with_metadata({**event.metadata, **extra})
 
