@@ -233,3 +233,20 @@ def test_real_dango_waiters_are_never_starved_and_never_lose_their_info(
     waits = [h["got"] - h["asked"] for h in dango]
     # One Dango poll (3 s) plus the hold of whoever had it, and slack for a loaded machine.
     assert max(waits) <= hold + 3.0 + 1.5, waits
+
+
+def test_verified_source_comes_from_getdangos_vendored_code(tmp_path: Path) -> None:
+    """A verified source type (chess) is built by the dlt code getdango ships (no network: only
+    built, its resources listed)."""
+    from dango_dagster.config import load_config
+    from dango_dagster.defs.ingestion.sources import build_dlt_source
+
+    (tmp_path / ".dango").mkdir()
+    (tmp_path / ".dango" / "sources.yml").write_text(
+        "sources:\n- name: games\n  type: chess\n  generic_config:\n"
+        "    players: [magnuscarlsen]\n    start_month: 2024/01\n    end_month: 2024/01\n"
+    )
+    config = load_config(tmp_path)
+    source = build_dlt_source(config, config.source("games"))
+    assert source.name == "games"
+    assert "players_games" in source.resources

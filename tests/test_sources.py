@@ -189,3 +189,50 @@ def test_dlt_native_errors_say_what_to_fix(tmp_path: Path) -> None:
     config = load_config(root)
     with pytest.raises(SourceError, match="custom_sources"):
         build_dlt_source(config, config.source("x"))
+
+
+def _run_source(config: ProjectConfig, name: str) -> None:
+    source = config.source(name)
+    build_pipeline(config, source).run(build_dlt_source(config, source)).raise_on_failed_jobs()
+
+
+def test_sql_database_source_with_dangos_keys(tmp_path: Path) -> None:
+    """sql_database / postgres / mysql keep their settings under generic_config, as Dango does;
+    a real SQLite database stands in for the server (same dlt source, SQLAlchemy URL)."""
+    import sqlite3
+
+    root = tmp_path / "p"
+    (root / ".dango").mkdir(parents=True)
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("create table customers (id integer primary key, name text)")
+        con.executemany("insert into customers values (?, ?)", [(1, "ana"), (2, "ben")])
+    (root / ".dango" / "sources.yml").write_text(
+        "sources:\n- name: crm\n  type: sql_database\n  generic_config:\n"
+        "    credentials_env: CRM_DB_URL\n    table_names: [customers]\n"
+    )
+    (root / ".env").write_text(f"CRM_DB_URL=sqlite:///{db}\n")
+    config = load_config(root)
+    assert source_tables(config, config.source("crm")) == ["customers"]
+    _run_source(config, "crm")
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        assert con.execute("SELECT id, name FROM raw_crm.customers ORDER BY id").fetchall() == [
+            (1, "ana"),
+            (2, "ben"),
+        ]
+
+
+def test_filesystem_source_reads_by_extension(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / ".dango").mkdir(parents=True)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "a.csv").write_text("sku,qty\nx,1\ny,2\n")
+    (root / ".dango" / "sources.yml").write_text(
+        "sources:\n- name: files\n  type: filesystem\n  filesystem:\n"
+        f"    bucket_url: {exports.as_uri()}\n    file_glob: '*.csv'\n    table_name: stock\n"
+    )
+    config = load_config(root)
+    _run_source(config, "files")
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        assert con.execute("SELECT sum(qty) FROM raw_files.stock").fetchone() == (3,)

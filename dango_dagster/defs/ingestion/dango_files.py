@@ -45,6 +45,7 @@ from dango_dagster.config import ProjectConfig
 from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.ingestion.files_sql import (
     DANGO_COLUMNS,
+    READ_FUNCTIONS,
     FilesLoadError,
     Staged,
     check_against,
@@ -59,7 +60,6 @@ from dango_dagster.lock.primitives import file_mutex
 
 __all__ = ["FilesLoadError", "FilesLoadResult", "load_files_source", "source_files"]
 
-READERS = {".csv", ".json", ".jsonl", ".ndjson", ".parquet"}
 EMPTY_REPLACE = "empty_replace_protection"
 
 
@@ -90,7 +90,7 @@ def source_files(config: ProjectConfig, source: DangoSource) -> list[str]:
     absolute paths, sorted (exactly Dango's list, so metadata paths agree)."""
     directory = config.source_dir(source)
     pattern = str(directory / source.file_pattern)
-    return [f for f in sorted(glob.glob(pattern)) if Path(f).suffix.lower() in READERS]
+    return [f for f in sorted(glob.glob(pattern)) if Path(f).suffix.lower() in READ_FUNCTIONS]
 
 
 def _mtime(path: str) -> dt.datetime:

@@ -17,7 +17,7 @@ from dango_dagster.errors import FileSourceError
 
 DANGO_COLUMNS = ("_dango_filename", "_dango_file_mtime", "_dango_loaded_at", "_dango_deleted")
 _DANGO_TYPES = ("VARCHAR", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "BOOLEAN")
-_READ_FUNCTIONS = {
+READ_FUNCTIONS = {
     ".csv": "read_csv_auto",
     ".json": "read_json_auto",
     ".jsonl": "read_json_auto",
@@ -80,7 +80,7 @@ def stage_file(
     )
     if st.st_size == 0:
         return item  # a file being created: 0 rows, skipped like Dango's 0-row files
-    reader = _READ_FUNCTIONS[Path(path).suffix.lower()]
+    reader = READ_FUNCTIONS[Path(path).suffix.lower()]
     where = _where(prefix, name)
     try:
         con.execute(f"CREATE OR REPLACE TABLE {where} AS SELECT * FROM {reader}({sql_text(path)})")

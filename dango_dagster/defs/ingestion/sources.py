@@ -3,8 +3,8 @@
 - ``rest_api``: dlt's ``rest_api_source`` with Dango's flat keys (``base_url``, ``endpoints``,
   ``auth_type``, ``auth_token_env``, ``api_key_name``, ``headers`` ...) turned into dlt's
   ``client``/``resources`` config exactly as Dango's ``_build_rest_api_config`` does.
-- ``filesystem``: dlt's ``filesystem`` source (``bucket_url``, ``file_glob``) piped into the
-  reader its extension asks for (csv, jsonl, parquet).
+- ``filesystem``: dlt's ``filesystem`` source (``bucket_url``, ``file_glob``), each file read by
+  DuckDB's reader for its extension (Dango's file readers); ``table_name`` names the table.
 - ``sql_database`` / ``postgres`` / ``mysql``: dlt's ``sql_database`` source.
 - ``dlt_native``: ``source_module`` / ``source_function`` / ``function_kwargs``, imported from the
   project's ``custom_sources/`` or as ``dlt.sources.<module>``.
@@ -137,15 +137,40 @@ def rest_api_config(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"client": client, "resources": resources}
 
 
-def _filesystem(kwargs: dict[str, Any]) -> Any:
-    from dlt.sources.filesystem import filesystem, read_csv, read_jsonl, read_parquet
+@dlt.transformer(name="read_with_duckdb")
+def _read_files(items: Any) -> Any:
+    """Each file of a ``filesystem`` source, read by DuckDB's reader for its extension (the same
+    readers Dango's file loader uses); no pandas, and the same on duckdb 1.5 and 2.0."""
+    import tempfile
 
-    glob = kwargs.get("file_glob", "*")
-    reader = read_parquet if glob.endswith(".parquet") else read_jsonl
-    if glob.endswith(".csv"):
-        reader = read_csv
-    files = filesystem(bucket_url=kwargs["bucket_url"], file_glob=glob)
-    return (files | reader()).with_name(kwargs.get("table_name", "data"))
+    import duckdb
+
+    from dango_dagster.defs.ingestion.files_sql import READ_FUNCTIONS, sql_text
+
+    for item in items:
+        suffix = Path(item["file_name"]).suffix.lower()
+        reader = READ_FUNCTIONS.get(suffix)
+        if reader is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / f"file{suffix}"
+            with item.open() as src, open(local, "wb") as dst:
+                dst.write(src.read())
+            con = duckdb.connect(":memory:")
+            try:
+                cur = con.execute(f"SELECT * FROM {reader}({sql_text(str(local))})")
+                names = [d[0] for d in cur.description]
+                while rows := cur.fetchmany(10_000):
+                    yield [dict(zip(names, row, strict=True)) for row in rows]
+            finally:
+                con.close()
+
+
+def _filesystem(kwargs: dict[str, Any]) -> Any:
+    from dlt.sources.filesystem import filesystem
+
+    files = filesystem(bucket_url=kwargs["bucket_url"], file_glob=kwargs.get("file_glob", "*"))
+    return (files | _read_files).with_name(kwargs.get("table_name", "data"))
 
 
 def _verified(source: DangoSource, kwargs: dict[str, Any]) -> Any:
