@@ -53,20 +53,20 @@ PARTS = (
     ("worker imports + definitions", "worker imports+definitions"),
     ("load (files step)", LOAD),
     ("dbt build (dbt step)", "step dbt_models"),
-    ("snapshot (snapshot step)", "step warehouse_snapshot"),
+    ("snapshot (snapshot step)", "step snapshots__warehouse"),
     ("run: outside steps", "run start->end outside steps"),
 )
 
 
-_NOT_LOAD = ("step dbt_models", "step warehouse_snapshot")
+_NOT_LOAD = ("step dbt_models", "step snapshots__warehouse")
 
 
 def _sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return list(instance.get_runs(dg.RunsFilter(tags={SENSOR_TAG: UPLOADS_SENSOR}), limit=50))
 
 
-def prepare(base: Path, rows: int) -> ProjectConfig:
-    root = init_demo_project(base / "shop", rows=rows)
+def prepare(base: Path, rows: int | None) -> ProjectConfig:
+    root = init_demo_project(base / "shop", **({} if rows is None else {"rows": rows}))
     sync = subprocess.run(
         [str(BIN / "dango-dagster"), "sync", "--project", str(root)],
         capture_output=True,
@@ -132,15 +132,18 @@ def one_drop(dev: DagsterDev, config: ProjectConfig, number: int) -> dict[str, A
         raise BenchError(f"drop {number}: expected one sensor run, found {len(runs)}")
     record = dev._finished(runs[0].run_id)  # noqa: SLF001 - the harness's own waiting loop
     figures = run_figures(dev.instance, record)
-    steps = figures["phases"]
-    loads = [k for k in steps if k.startswith("step ") and k not in _NOT_LOAD]
-    steps[LOAD] = sum(steps[k] for k in loads)
+    _sum_load_steps(figures["phases"])
     figures["phases"]["tick_seconds"] = figures["created"] - dropped
     figures["drop_to_snapshot_seconds"] = visible
     figures["snapshot_to_run_end_seconds"] = (
         figures["created"] + figures["run_seconds"] - (dropped + visible)
     )
     return figures
+
+
+def _sum_load_steps(steps: dict[str, float]) -> None:
+    loads = [k for k in steps if k.startswith("step ") and k not in _NOT_LOAD]
+    steps[LOAD] = sum(steps[k] for k in loads)
 
 
 def _median(samples: list[dict[str, Any]], key: str) -> float | None:
@@ -180,11 +183,17 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=7)
     parser.add_argument("--rows", type=int, default=None, help="demo orders (default: demo's)")
     parser.add_argument("--skip-start-check", action="store_true")
+    parser.add_argument("--report", type=Path, help="print the tables of a saved result, only")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text(encoding="utf-8"))
+        for sample in saved["samples"]:
+            _sum_load_steps(sample["phases"])
+        print("\n".join(report_lines(saved)))
+        return
 
     base = Path(tempfile.mkdtemp(prefix="bench_fresh_"))
-    kwargs = {} if args.rows is None else {"rows": args.rows}
-    config = prepare(base, **kwargs)
+    config = prepare(base, args.rows)
     result: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",

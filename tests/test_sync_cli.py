@@ -73,6 +73,11 @@ def test_sync_with_wait_completes_after_release(demo: Path) -> None:
     waiting = next(line for line in lines if "lock_waiting" in line)
     assert "sync_google_sheets" in waiting and f"PID {holder.pid}" in waiting
     assert "completed" in out and "raw_orders/orders" in out
+    # The summary a user reads: staging models are views, every dbt test as a check, the
+    # snapshot with its size.
+    assert any("staging/stg_orders" in line and line.rstrip().endswith("view") for line in lines)
+    assert "checks:    28 of 28 passed" in out
+    assert any(line.startswith("  snapshots/warehouse") and "MB" in line for line in lines)
     config = load_config(demo)
     with duckdb.connect(str(config.published_snapshot_path), read_only=True) as snap:
         assert snap.execute("select count(*) from marts.fct_daily_sales").fetchone()[0] > 0

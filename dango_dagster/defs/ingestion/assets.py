@@ -2,60 +2,19 @@
 
 - csv / local_files sources: one asset ``raw_<src>/<src>``, loaded by Dango's file loader
   (``dango_files.py``): files are parsed outside the lock, the live table is swapped under it.
-- every other type: ``@dlt_assets``, one asset per dlt resource ``raw_<src>/<resource>``; dlt's
-  extract and normalize run outside the gate, only ``pipeline.load()`` (the step that opens the
-  DuckDB file) inside it.
+- every other type: dagster-dlt, one asset per dlt resource ``raw_<src>/<resource>``
+  (``dlt_asset.py``, imported only for such a source); dlt's extract and normalize run outside
+  the gate, only ``pipeline.load()`` (the step that opens the DuckDB file) inside it.
 
 Each sync appends a row to Dango's sync history (``sync_history.py``), failed ones included.
 """
 
-import contextlib
-import datetime as dt
-import time
-from collections.abc import Iterator
-from typing import Any
-
 import dagster as dg
-from dagster_dlt import DagsterDltTranslator, build_dlt_asset_specs
-from dagster_dlt.translator import DltResourceTranslatorData
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.constants import (
-    META_COLUMN_SCHEMA,
-    META_ROW_COUNT,
-    META_ROWS_LOADED,
-    META_TABLE_NAME,
-)
 from dango_dagster.dango_project import DangoSource
-from dango_dagster.defs.gate import WarehouseLockGate
-from dango_dagster.defs.ingestion import sync_history
 from dango_dagster.defs.ingestion.files_asset import build_files_asset
-from dango_dagster.defs.ingestion.keys import raw_asset_key, source_asset_key
-from dango_dagster.defs.ingestion.sources import build_dlt_source, build_pipeline, source_tables
-from dango_dagster.lake.catalog import connect_warehouse
-from dango_dagster.lock.primitives import file_mutex
-
-
-class DangoDltTranslator(DagsterDltTranslator):
-    def __init__(self, config: ProjectConfig, source: DangoSource) -> None:
-        super().__init__()
-        self.config = config
-        self.source = source
-
-    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
-        spec = super().get_asset_spec(data)
-        table = data.resource.name
-        return spec.replace_attributes(
-            key=raw_asset_key(self.source, table),
-            deps=[source_asset_key(self.source, table)],
-            group_name=self.source.schema_name,
-            description=(
-                f"Table {self.source.schema_name}.{table} of the warehouse, loaded by dlt from "
-                f"source {self.source.name!r} ({self.source.type})."
-            ),
-            kinds={"dlt", "duckdb"},
-            automation_condition=None,
-        )
+from dango_dagster.defs.ingestion.keys import source_asset_key
 
 
 def source_location(config: ProjectConfig, source: DangoSource) -> str:
@@ -83,131 +42,22 @@ def source_specs(config: ProjectConfig, source: DangoSource) -> list[dg.AssetSpe
             or f"{source.type} source {source.name!r}, table {table} (from {where}).",
             metadata={"location": dg.MetadataValue.text(str(where))},
         )
-        for table in source_tables(config, source)
+        for table in _tables(config, source)
     ]
 
 
-def _table_metadata(pipeline: Any, table: str, rows: int | None) -> dict[str, Any]:
-    schema = pipeline.default_schema
-    columns: list[dg.TableColumn] = []
-    try:
-        for col in schema.get_table_columns(table).values():
-            columns.append(
-                dg.TableColumn(
-                    name=col["name"],
-                    type=str(col.get("data_type", "unknown")),
-                    constraints=dg.TableColumnConstraints(nullable=bool(col.get("nullable", True))),
-                )
-            )
-    except KeyError:
-        pass
-    meta: dict[str, Any] = {
-        META_COLUMN_SCHEMA: dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
-        META_TABLE_NAME: dg.MetadataValue.text(f"{pipeline.dataset_name}.{table}"),
-    }
-    if rows is not None:
-        meta[META_ROW_COUNT] = dg.MetadataValue.int(rows)
-    return meta
+def _tables(config: ProjectConfig, source: DangoSource) -> list[str]:
+    if source.is_files:  # one table, named after the source: no need to import dlt
+        return [source.name]
+    from dango_dagster.defs.ingestion.sources import source_tables
 
-
-def run_ingestion(
-    context: dg.AssetExecutionContext,
-    gate: WarehouseLockGate,
-    source_name: str,
-) -> Iterator[dg.MaterializeResult]:
-    """Extract and normalize outside the lock, load under it, report one result per table."""
-    config = gate.project_config()
-    source = config.source(source_name)
-    selected = {key.path[-1] for key in context.selected_asset_keys}
-    started_at = dt.datetime.now(dt.UTC)
-    try:
-        # Built fresh for each run, so what changed since the definitions loaded is picked up.
-        dlt_source = build_dlt_source(config, source)
-        missing = selected - set(dlt_source.resources.keys())
-        if missing:
-            raise dg.Failure(
-                description=(
-                    f"Source {source.name!r} has no table(s) {', '.join(sorted(missing))} any "
-                    f"more ({source_location(config, source)}). Reload the definitions so the "
-                    "asset list matches the source."
-                )
-            )
-        dlt_source = dlt_source.with_resources(*sorted(selected))
-        pipeline = build_pipeline(config, source)
-        started = time.monotonic()
-        # One ingestion of a source at a time: its dlt working folder is shared, and extract
-        # runs outside the warehouse lock.
-        with file_mutex(config.own_state_dir / f"dlt_{source.name}.lock"):
-            # A crashed earlier run must not replay its packages (dlt < 1.31, beside getdango, has
-            # no abort_packages: drop them).
-            getattr(pipeline, "abort_packages", pipeline.drop_pending_packages)()
-            pipeline.extract(dlt_source)
-            normalize_info = pipeline.normalize()
-            prepared = time.monotonic() - started
-            row_counts: dict[str, int] = dict(normalize_info.row_counts) if normalize_info else {}
-            with gate.hold(
-                context, operation=f"dlt load {source.name}", phase="data_load"
-            ) as session:
-                load_info = pipeline.load()
-                load_info.raise_on_failed_jobs()
-                loaded = sum(row_counts.get(t, 0) for t in selected)
-                with contextlib.closing(connect_warehouse(config, read_only=False)) as con:
-                    sync_history.record(
-                        config,
-                        source.name,
-                        started_at,
-                        "success",
-                        loaded,
-                        None,
-                        context.run.run_id,
-                        con=con,
-                    )
-    except Exception as exc:
-        sync_history.record(
-            config, source.name, started_at, "failed", 0, str(exc), context.run.run_id
-        )
-        raise
-    context.log.info(
-        f"Loaded {loaded} rows into {source.schema_name} (extract+normalize {prepared:.2f} s "
-        f"outside the lock; load held it {session.held_seconds:.2f} s after waiting "
-        f"{session.wait_seconds:.2f} s)."
-    )
-    for table in sorted(selected):
-        yield dg.MaterializeResult(
-            asset_key=raw_asset_key(source, table),
-            metadata={
-                **_table_metadata(pipeline, table, row_counts.get(table, 0)),
-                **session.metadata(),
-                META_ROWS_LOADED: dg.MetadataValue.int(row_counts.get(table, 0)),
-                "extract_normalize_seconds": dg.MetadataValue.float(round(prepared, 3)),
-            },
-        )
+    return source_tables(config, source)
 
 
 def build_ingestion_assets(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
-    """The ingestion asset(s) of one source: Dango's file loader, or dagster-dlt's asset specs.
-
-    For dlt: what ``@dlt_assets`` builds, minus the dlt source, pipeline and translator objects it
-    stores as definition metadata for its ``DagsterDltResource`` (not used here): the UI could
-    only show them as "(unserializable)" rows.
-    """
+    """The ingestion asset(s) of one source: Dango's file loader, or dlt (``dlt_asset.py``)."""
     if source.is_files:
         return build_files_asset(config, source)
-    specs = [
-        spec.replace_attributes(
-            metadata={k: v for k, v in spec.metadata.items() if not k.startswith("dagster_dlt/")}
-        )
-        for spec in build_dlt_asset_specs(
-            dlt_source=build_dlt_source(config, source),
-            dlt_pipeline=build_pipeline(config, source),
-            dagster_dlt_translator=DangoDltTranslator(config, source),
-        )
-    ]
+    from dango_dagster.defs.ingestion.dlt_asset import build_dlt_asset  # dlt only if needed
 
-    @dg.multi_asset(name=f"ingest_{source.name}", specs=specs, can_subset=True)
-    def _ingest(
-        context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
-    ) -> Iterator[dg.MaterializeResult]:
-        yield from run_ingestion(context, warehouse_gate, source.name)
-
-    return _ingest
+    return build_dlt_asset(config, source)
