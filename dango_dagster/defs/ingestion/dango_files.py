@@ -125,10 +125,12 @@ def _classify(
         known = meta.get(f)
         if known is None or known[1] == "deleted":
             new.append(f)
-        elif _mtime(f) > known[0]:
-            updated.append(f)
-        else:
-            unchanged.append(f)
+            continue
+        try:
+            changed = _mtime(f) > known[0]
+        except FileNotFoundError:  # removed since it was listed: left for the next sync
+            continue
+        (updated if changed else unchanged).append(f)
     current = set(files)
     deleted = [p for p, (_m, status) in meta.items() if p not in current and status != "deleted"]
     return new, updated, unchanged, deleted
@@ -164,7 +166,11 @@ def _stage_all(
     it directly), skipping those already staged as they are now. Returns how many it parsed."""
     count = 0
     for f in files:
-        st = os.stat(f)
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:  # removed since it was listed: the next sync sees it gone
+            staged.pop(f, None)
+            continue
         have = staged.get(f)
         if have and (have.size, have.mtime_ns) == (st.st_size, st.st_mtime_ns):
             continue
@@ -212,6 +218,8 @@ def load_files_source(
             result.staged_outside_lock = _stage_all(scon, "", guess_new + guess_upd, staged)
         lake = config.settings.warehouse.kind == "ducklake"
         with hold() as result.hold, connect_warehouse(config, read_only=False) as con:
+            files = source_files(config, source)  # again: files may have come or gone meanwhile
+            _check_duplicates(directory, files)
             meta = _swap(
                 con, source, files, staged, staging_path, allow_empty_replace, result, lake
             )
@@ -282,7 +290,7 @@ def _swap(
     try:
         # Files the outside guess missed (Dango synced in between) are parsed now.
         result.staged_under_lock = _stage_all(con, "stg", new + updated, staged)
-        loading = [f for f in new + updated if staged[f].rows > 0]
+        loading = [f for f in new + updated if f in staged and staged[f].rows > 0]
         columns = existing or (staged[loading[0]].columns if loading else [])
         for f in loading:
             check_against(con, "stg", staged[f], columns, result.table)
