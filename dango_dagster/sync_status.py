@@ -39,7 +39,7 @@ FINISHED_PHASES = frozenset({"completed", "failed", "interrupted"})
 PHASE_ACTIVITY = {
     "queued": "start-up",
     "lock_waiting": "its wait for the warehouse lock",
-    "data_load": "the dlt load",
+    "data_load": "the data load",
     "dbt": "dbt build",
     "snapshot": "the snapshot",
 }

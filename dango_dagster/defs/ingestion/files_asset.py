@@ -64,11 +64,13 @@ def run_files_sync(
             source.name,
             started,
             status,
-            result.rows_added,
+            # Dango's rows_processed for a file source is the table's row count after the sync;
+            # the rows this sync added go beside it.
+            result.total_rows,
             result.error,
             context.run.run_id,
             con=con,
-            total_row_count=result.total_rows,
+            rows_added=result.rows_added,
         )
 
     try:
