@@ -120,6 +120,9 @@ class AutomationSettings(_Section):
     upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None
     # Finished status files are deleted after this long.
     status_keep_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
+    # Finished Dagster runs kept in the instance (event log, compute logs); older ones are
+    # deleted after each run, so a sensor-driven project's disk stays bounded (~0.5 MB a run).
+    keep_runs: Annotated[int, Field(ge=1, le=1_000_000)] = 500
 
 
 class _ConfigFile(BaseModel):

@@ -145,8 +145,8 @@ def run_pipeline(
 
     ``wait_seconds=None`` fails at once if another process holds the lock (the CLI's semantics);
     a number lets the run queue that long (the ``dango/lock_timeout`` tag). ``quiet`` keeps the
-    terminal for ``progress``: dbt's output goes to ``.dango/logs/sync_<id>.log`` and only
-    Dagster's warnings and errors are printed (everything is in the run's event log anyway).
+    terminal for ``progress``: dbt's output and each failed step's traceback go to
+    ``.dango/logs/sync_<id>.log``, Dagster prints nothing (everything is in the run's event log).
     ``handle_signals`` (the CLI, on the main thread): SIGINT and SIGTERM end the run at once as
     ``interrupted``, the Dagster run canceled; see :func:`_execute_interruptibly`.
     """
@@ -194,7 +194,9 @@ def run_pipeline(
             )
 
     if quiet:
-        run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        # Only progress lines and the closing summary reach the terminal: Dagster's console
+        # logger would print each failure's traceback, which belongs in the run's log file.
+        run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     try:
         result = _execute_interruptibly(execute) if handle_signals else execute()
     except _Interrupted as interrupt:
@@ -240,6 +242,7 @@ def run_pipeline(
             outcome.lock_timeout = bool(user and META_LOCK_HOLDER in user.metadata)
     recorder.record_traceback()
     final = recorder.finish()
+    recorder.prune()
     if recorder.failures:
         first = recorder.failures[0]
         outcome.error, outcome.fix = first.cause, first.fix

@@ -20,7 +20,7 @@ CLI = str(Path(sys.executable).with_name("dango-dagster"))
 SLEEP_ENV = "DANGO_TEST_DBT_SLEEP"
 MARK_ENV = "DANGO_TEST_DBT_MARK"
 
-_MODEL = '''\
+SLEEPING_MODEL = """\
 import contextlib
 import os
 import pathlib
@@ -36,7 +36,7 @@ def model(dbt, session):
         pathlib.Path(mark).touch()
     time.sleep(seconds)
     return session.sql("select 1 as paused")
-'''
+"""
 
 
 def add_sleeping_model(project: Path) -> Path:
@@ -44,7 +44,7 @@ def add_sleeping_model(project: Path) -> Path:
     from dango_dagster.config import load_config
 
     path = load_config(project).dbt_project_dir / "models" / "marts" / "zz_pause.py"
-    path.write_text(_MODEL)
+    path.write_text(SLEEPING_MODEL)
     return path
 
 

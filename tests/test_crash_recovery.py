@@ -1,7 +1,7 @@
 """A sync killed with SIGKILL in each phase never blocks the next one, and nothing is lost.
 
 Everything is real: the console script ``dango-dagster``, the project's persistent Dagster
-instance, the kernel lock, ``kill -9``. Where the window to kill in is narrow (the data load and the
+instance, the kernel lock, ``kill -9``. Where the window to kill in is narrow (the dlt load and the
 snapshot copy hold the lock for milliseconds on the demo), a helper process holds the lock until
 the sync queues for it in that step, and the sync then runs in slow motion (SIGSTOP/SIGCONT) so
 the kill lands while it holds the lock, checked from the lock's holder info.

@@ -208,9 +208,7 @@ def _write_then_fail_job() -> dg.JobDefinition:
 _PROJECT_ENV = "DANGO_TEST_GATE_PROJECT"
 
 
-def test_run_writes_its_own_final_state(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_writes_its_own_final_state(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run launched like the daemon launches it (its job's own executor) records its process
     and writes its final state itself: the cause, the run's own PID, no sensor tick needed."""
     monkeypatch.setenv(_PROJECT_ENV, str(project_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -158,3 +159,52 @@ def test_lock_status_imports_no_dagster_or_dbt(project_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stderr.split("LOADED ", 1)[1])
     assert loaded == [], f"`lock status` imported {loaded}"
+
+
+def _write_status(project: Path, run_id: str, phase: str, pid: int, start: float | None) -> Path:
+    path = project / ".dango" / "state" / f"sync_status_{run_id[:12]}.json"
+    data = {
+        "sync_id": run_id[:12],
+        "run_id": run_id,
+        "pid": pid,
+        "process_start_time": start,
+        "hostname": socket.gethostname(),
+        "phase": phase,
+        "message": f"{phase}: writing the warehouse",
+        "updated_at": "2026-12-01T00:00:00.000+00:00",
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_status_lists_waiting_runs_and_reconciles_dead_ones(project_dir: Path) -> None:
+    """Status files: a live waiting run is listed; a run whose process is gone, or whose PID now
+    belongs to another process, is marked interrupted with the phase it died in."""
+    import psutil
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    me = psutil.Process()
+    waiting = _write_status(project_dir, "a" * 36, "lock_waiting", me.pid, me.create_time())
+    dead = _write_status(project_dir, "b" * 36, "dbt", dead_pid, 1.0)
+    reused = _write_status(project_dir, "c" * 36, "data_load", me.pid, me.create_time() - 100)
+
+    code, report = status_json(project_dir)
+    assert code == 0
+    assert [r["run_id"] for r in report["runs"]] == ["a" * 36]
+    dead_runs = {r["run_id"][0]: r for r in report["dead_runs"]}
+    assert sorted(dead_runs) == ["b", "c"]
+    assert f"process {dead_pid} gone during dbt build" in dead_runs["b"]["message"]
+    assert "belongs to another process" in dead_runs["c"]["message"]
+    for path in (dead, reused):
+        data = json.loads(path.read_text())
+        assert data["phase"] == "interrupted" and data["pid"] in (dead_pid, me.pid)
+    assert json.loads(waiting.read_text())["phase"] == "lock_waiting"
+
+    text = cli("lock", "status", "--project", project_dir).stdout
+    assert f"run:       {'a' * 8} lock_waiting" in text

@@ -76,6 +76,31 @@ def lock_report(project_dir: Path) -> dict[str, Any]:
         "info_corrupt": info_path.exists() and on_disk is None,
         "info_stale": reason is not None,
         "info_stale_reason": reason,
+        **run_report(project_dir),
+    }
+
+
+def run_report(project_dir: Path) -> dict[str, Any]:
+    """Runs from the status files: those queued, waiting or writing now, and those found dead.
+
+    A status file in a running phase whose process is gone (kill -9, OOM) is marked
+    ``interrupted`` here and listed under ``dead_runs``; its Dagster run is marked failed by the
+    next sync or the dead-runs sensor (this command never imports Dagster).
+    """
+    from dango_dagster.lock import lock_paths
+    from dango_dagster.sync_status import FINISHED_PHASES, list_statuses, reconcile_status_files
+
+    state_dir = lock_paths(project_dir)[0].parent  # status files live beside the lock
+    dead = reconcile_status_files(state_dir) if state_dir.is_dir() else []
+    keys = ("run_id", "phase", "message", "pid", "hostname", "started_at", "updated_at")
+    active = [
+        {k: s.get(k) for k in (*keys, "holder", "waited_seconds")}
+        for s in (list_statuses(state_dir) if state_dir.is_dir() else [])
+        if s.get("phase") not in FINISHED_PHASES
+    ]
+    return {
+        "runs": active,
+        "dead_runs": [{k: s.get(k) for k in (*keys, "interrupted_during")} for s in dead],
     }
 
 
@@ -107,7 +132,20 @@ def _status(args: argparse.Namespace) -> int:
     if report["info_stale"]:
         print(f"note:      {report['info_file']} is stale: {report['info_stale_reason']}.")
         print("           Harmless (the kernel owns the lock); the next acquisition cleans it.")
+    _print_runs(report)
     return EXIT_HELD if holder is not None else EXIT_OK
+
+
+def _print_runs(report: dict[str, Any]) -> None:
+    for run in report["runs"]:
+        what = run["phase"]
+        holder = run.get("holder")
+        if run["phase"] == "lock_waiting" and holder:
+            what += f" for PID {holder.get('pid')} ({run.get('waited_seconds') or 0:.0f} s)"
+        print(f"run:       {str(run['run_id'])[:8]} {what}: {run['message']} (PID {run['pid']})")
+    for run in report["dead_runs"]:
+        print(f"dead run:  {str(run['run_id'])[:8]} {run['message']}; marked interrupted.")
+        print("           Its Dagster run is marked failed by the next sync (or dagster dev).")
 
 
 def _wait(args: argparse.Namespace) -> int:

@@ -9,10 +9,10 @@ run's status file alike.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from dango_dagster.disk import disk_advice, full_folder, is_disk_full
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -31,7 +31,6 @@ _WRAPPERS = frozenset(
     }
 )
 _INTERRUPTS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
-_DISK_FULL = ("no space left on device", "database or disk is full", "disk is full", "enospc")
 _MAX_CAUSE_LINES = 6
 
 
@@ -65,64 +64,66 @@ def _short(text: str) -> str:
     return "\n       ".join(lines)
 
 
-def disk_advice(config: ProjectConfig, text: str) -> str:
-    """Which folder ran out of space and roughly how much a sync needs there."""
-    folders = {
-        "warehouse": config.warehouse_path.parent,
-        "snapshots": config.published_dir,
-        "state": config.state_dir,
-        "Dagster storage": config.dagster_home,
-    }
-    named = next((f for f in folders.values() if str(f) in text), None)
-    folder = named or config.warehouse_path.parent
-    folder = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    free = shutil.disk_usage(folder).free
-    warehouse = config.warehouse_path.stat().st_size if config.warehouse_path.exists() else 0
-    # A sync rewrites tables (old and new pages coexist until CHECKPOINT) and copies the
-    # warehouse once for the snapshot: about twice its size, plus slack for dlt and dbt files.
-    needed = 2 * warehouse + 64 * 2**20
-    return (
-        f"The disk holding {folder} is full ({free / 2**20:.0f} MB free). Free at least "
-        f"{max(0, needed - free) / 2**20:.0f} MB there (a sync needs about {needed / 2**20:.0f} "
-        "MB free: twice the warehouse plus 64 MB), then run the sync again. Nothing was lost: the "
-        "warehouse keeps its last committed data and the published snapshot is unchanged."
-    )
+def _dbt_errors(text: str) -> str | None:
+    """The lines of a dagster-dbt failure that name what failed, without its command line."""
+    if "Errors parsed from dbt logs:" not in text:
+        return None
+    tail = text.split("Errors parsed from dbt logs:", 1)[1]
+    keep = [
+        line.strip()
+        for line in tail.splitlines()
+        if line.strip().startswith(("Failure in", "Runtime Error", "Database Error", "Compilation"))
+        or "Error:" in line
+        or "ERROR" in line
+    ]
+    return "dbt build failed: " + " / ".join(dict.fromkeys(keep)) if keep else None
+
+
+def _disk_line(text: str) -> str | None:
+    """The line of an error text that says the disk is full (the one naming a file, at best)."""
+    lines = [line.strip() for line in text.splitlines() if is_disk_full(line)]
+    return next((line for line in lines if "/" in line), lines[0] if lines else None)
 
 
 def explain_step_failure(
-    event: dg.DagsterEvent, config: ProjectConfig | None = None, log_path: Path | None = None
+    event: dg.DagsterEvent, config: ProjectConfig | None = None
 ) -> FailureExplanation:
-    """The cause of a STEP_FAILURE event (the user's exception, not Dagster's wrapper) and a fix."""
+    """The cause of a STEP_FAILURE event (the user's exception, not Dagster's wrapper) and a fix.
+
+    In order: an interrupt; a full disk (whoever reported it: DuckDB, SQLite, dbt, the snapshot
+    pre-check), with the folder and the space needed; a dbt build, reduced to the models that
+    failed; a ``dg.Failure`` raised on purpose (it already says what to do); anything else.
+    """
     data = event.step_failure_data
     step = event.step_key or "?"
     error = data.error if data else None
     chain = _chain(error)
     traceback = error.to_string() if error is not None else ""
-    interrupted = any(e.cls_name in _INTERRUPTS for e in chain)
-    see_log = f" The full traceback is in {log_path}." if log_path else ""
     user = data.user_failure_data if data else None
-    if user is not None and user.description:
-        # dg.Failure raised on purpose (lock timeout, missing table): it already says what to do.
-        cause = _short(user.description)
-        return FailureExplanation(step, cause, "See above." + see_log, traceback)
-    real = next((e for e in chain if e.cls_name not in _WRAPPERS), chain[0] if chain else None)
-    if real is None:
-        return FailureExplanation(step, f"step {step} failed", "See the log." + see_log, traceback)
-    cause = _short(real.message)  # "RuntimeError: what happened", as Python prints it
-    whole = " ".join(e.message for e in chain).lower()
-    if interrupted:
+    description = user.description if user is not None and user.description else ""
+    whole = "\n".join([description, *(e.message for e in chain)])
+    if any(e.cls_name in _INTERRUPTS for e in chain):
         return FailureExplanation(
             step, f"step {step} was interrupted", "Run the sync again.", traceback, True
         )
-    if any(word in whole for word in _DISK_FULL):
+    if is_disk_full(whole) or (config is not None and full_folder(config, whole)):
         fix = disk_advice(config, whole) if config is not None else "Free disk space."
-        return FailureExplanation(step, cause, fix + see_log, traceback, disk_full=True)
-    if real.cls_name == "DagsterDbtCliRuntimeError" or step.startswith("dbt"):
+        cause = _disk_line(whole) or _short(description or whole)
+        return FailureExplanation(step, cause, fix, traceback, disk_full=True)
+    dbt = _dbt_errors(whole)
+    if dbt is not None:
         fix = (
             "Fix the dbt model or test named above, then run the sync again; models that failed "
             "keep their previous data."
         )
-        return FailureExplanation(step, cause, fix + see_log, traceback)
-    hint = getattr(real, "hint", None)
-    fix = hint or "Fix the cause above, then run the sync again."
-    return FailureExplanation(step, cause, fix + see_log, traceback)
+        return FailureExplanation(step, _short(dbt), fix, traceback)
+    if description:
+        # dg.Failure raised on purpose (lock timeout, bad file): it already says what to do.
+        return FailureExplanation(step, _short(description), "", traceback)
+    real = next((e for e in chain if e.cls_name not in _WRAPPERS), chain[0] if chain else None)
+    if real is None:
+        return FailureExplanation(step, f"step {step} failed", "See the log.", traceback)
+    cause = _short(real.message)  # "RuntimeError: what happened", as Python prints it
+    return FailureExplanation(
+        step, cause, "Fix the cause above, then run the sync again.", traceback
+    )

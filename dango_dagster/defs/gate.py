@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,26 @@ class WarehouseLockGate(dg.ConfigurableResource):
 
     def project_config(self) -> ProjectConfig:
         return load_config(self.project_dir)
+
+    def queue_reporter(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        operation: str,
+        what: str,
+    ) -> Callable[[float], None]:
+        """A callback for a wait before the lock (``file_mutex``'s ``on_wait``): another run of
+        the same source is loading, say. The run shows it as waiting, like a wait for the lock."""
+        status = SyncStatus.open(self.project_config().state_dir, context.run.run_id)
+
+        def report(waited: float) -> None:
+            if waited == 0:  # the first report of this wait
+                context.log.warning(f"{operation} waits for {what}.")
+                _set_tag(context, "waiting", what)
+            status.update(
+                "lock_waiting", f"{operation} waits for {what} ({waited:.0f} s)", holder=None
+            )
+
+        return report
 
     @contextlib.contextmanager
     def hold(

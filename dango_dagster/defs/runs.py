@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ import dagster as dg
 from dango_dagster.config import ProjectConfig
 from dango_dagster.constants import DEAD_RUNS_SENSOR, TAG_HOST, TAG_PID, TAG_PROCESS_START
 from dango_dagster.defs.failures import FailureExplanation, explain_step_failure
+from dango_dagster.disk import prune_load_packages, prune_logs
 from dango_dagster.lock.info import process_gone_reason
 from dango_dagster.sync_status import (
     FINISHED_PHASES,
@@ -131,7 +133,7 @@ class RunRecorder:
 
     def observe(self, event: dg.DagsterEvent) -> None:
         if event.is_step_failure:
-            self.failures.append(explain_step_failure(event, self.config, self.log_path))
+            self.failures.append(explain_step_failure(event, self.config))
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.step_materialization_data.materialization
             if mat.asset_key.path[0].startswith("raw_"):
@@ -177,6 +179,15 @@ class RunRecorder:
             )
         return read_status(status.path) or {}
 
+    def prune(self) -> None:
+        """Delete what older runs left behind (best effort: pruning never fails a run)."""
+        with contextlib.suppress(Exception):
+            prune_load_packages(self.config.state_dir / "dlt")
+        with contextlib.suppress(Exception):
+            prune_logs(self.config.logs_dir)
+        with contextlib.suppress(Exception):
+            prune_run_history(self.instance, self.config.automation.keep_runs, self.run_id)
+
     def record_traceback(self) -> None:
         """Append each failed step's full traceback to the run's log file."""
         if not self.failures:
@@ -185,6 +196,33 @@ class RunRecorder:
         with self.log_path.open("a", encoding="utf-8") as log:
             for failure in self.failures:
                 log.write(f"\n==== step {failure.step} failed ====\n{failure.traceback}\n")
+
+
+_FINISHED_RUNS = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
+# Deletions per run: enough to catch up quickly, bounded so a run never ends slowly.
+_MAX_DELETIONS = 50
+
+
+def prune_run_history(instance: dg.DagsterInstance, keep: int, current_run_id: str) -> int:
+    """Delete the oldest finished runs beyond the newest ``keep`` (event log and compute logs)."""
+    ids = instance.get_run_ids(dg.RunsFilter(statuses=_FINISHED_RUNS), limit=keep + _MAX_DELETIONS)
+    removed = 0
+    for run_id in ids[keep:]:
+        if run_id == current_run_id:
+            continue
+        instance.delete_run(run_id)
+        # On SQLite storage, deleting a run empties its event-log file but leaves the file (and
+        # its compute logs); remove both, or the disk still grows by ~0.4 MB a run.
+        with contextlib.suppress(Exception):
+            root = Path(instance.root_directory)
+            (root / "history" / "runs" / f"{run_id}.db").unlink(missing_ok=True)
+            shutil.rmtree(root / "storage" / run_id, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class _RecordingExecutor(dg.Executor):
@@ -214,6 +252,7 @@ class _RecordingExecutor(dg.Executor):
         finally:
             recorder.record_traceback()
             recorder.finish(interrupted_by=interrupted)
+            recorder.prune()
 
 
 def recording_executor(config: ProjectConfig) -> dg.ExecutorDefinition:

@@ -109,15 +109,28 @@ def poll_lock(
 
 
 @contextlib.contextmanager
-def file_mutex(path: Path, poll: float = 0.05) -> Iterator[None]:
+def file_mutex(
+    path: Path,
+    poll: float = 0.05,
+    on_wait: Callable[[float], None] | None = None,
+    report_every: float = 5.0,
+) -> Iterator[None]:
     """A small cross-process mutex on ``path`` for short, rare sections (not the warehouse lock).
 
     Used where two processes must not do the same preparation at once (``dbt parse`` of one dbt
-    project, the dlt working folder of one source); a 50 ms poll is plenty there.
+    project, the working folder of one source); a 50 ms poll is plenty there and costs no
+    measurable CPU. ``on_wait(seconds_waited)`` is called when it is busy, then every
+    ``report_every`` seconds, so a run waiting here can say so.
     """
     fd = open_lock_file(path)
     try:
+        started = last = None
         while not try_lock(fd):
+            now = time.monotonic()
+            started = now if started is None else started
+            if on_wait is not None and (last is None or now - last >= report_every):
+                last = now
+                on_wait(now - started)
             time.sleep(poll)
         yield
     finally:

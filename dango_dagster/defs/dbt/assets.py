@@ -256,7 +256,7 @@ def _model_metadata(
 # dagster-dbt gives every invocation its own target folder (``target/<op>-<run>-<id>``) and never
 # removes them: a sensor-driven project would fill its disk with manifests. Keep the newest few
 # for debugging.
-KEEP_INVOCATION_TARGETS = 5
+KEEP_INVOCATION_TARGETS = 2
 
 
 def prune_invocation_targets(project_dir: Path, op_name: str, keep: int = KEEP_INVOCATION_TARGETS):

@@ -125,12 +125,10 @@ def _classify(
         known = meta.get(f)
         if known is None or known[1] == "deleted":
             new.append(f)
-            continue
-        try:
-            changed = _mtime(f) > known[0]
-        except FileNotFoundError:  # removed since it was listed: left for the next sync
-            continue
-        (updated if changed else unchanged).append(f)
+        elif _mtime(f) > known[0]:
+            updated.append(f)
+        else:
+            unchanged.append(f)
     current = set(files)
     deleted = [p for p, (_m, status) in meta.items() if p not in current and status != "deleted"]
     return new, updated, unchanged, deleted
@@ -166,11 +164,7 @@ def _stage_all(
     it directly), skipping those already staged as they are now. Returns how many it parsed."""
     count = 0
     for f in files:
-        try:
-            st = os.stat(f)
-        except FileNotFoundError:  # removed since it was listed: the next sync sees it gone
-            staged.pop(f, None)
-            continue
+        st = os.stat(f)
         have = staged.get(f)
         if have and (have.size, have.mtime_ns) == (st.st_size, st.st_mtime_ns):
             continue
@@ -186,10 +180,12 @@ def load_files_source(
     *,
     allow_empty_replace: bool | None = None,
     on_locked: Callable[[duckdb.DuckDBPyConnection, FilesLoadResult], None] | None = None,
+    on_busy: Callable[[float], None] | None = None,
 ) -> FilesLoadResult:
     """Sync one csv/local_files source; ``hold()`` holds the warehouse lock around the swap.
 
-    ``on_locked(con, result)`` runs under the same hold after the swap (sync history). Raises
+    ``on_locked(con, result)`` runs under the same hold after the swap (sync history);
+    ``on_busy(seconds)`` while another process syncs the same source (we wait for it). Raises
     :class:`FilesLoadError` for bad files (nothing changed); a blocked empty replace is returned
     as ``status="failed"`` with ``error_type="empty_replace_protection"``, as Dango reports it.
     """
@@ -206,7 +202,7 @@ def load_files_source(
     work = config.own_state_dir
     staging_path = work / "staging" / f"{source.name}.duckdb"
     cache = _Cache(work / f"files_{source.name}.json")
-    with file_mutex(work / f"files_{source.name}.lock"):
+    with file_mutex(work / f"files_{source.name}.lock", on_wait=on_busy):
         files = source_files(config, source)
         _check_duplicates(directory, files)
         # Outside the lock: parse what the previous sync's view says is new or changed.
@@ -218,8 +214,6 @@ def load_files_source(
             result.staged_outside_lock = _stage_all(scon, "", guess_new + guess_upd, staged)
         lake = config.settings.warehouse.kind == "ducklake"
         with hold() as result.hold, connect_warehouse(config, read_only=False) as con:
-            files = source_files(config, source)  # again: files may have come or gone meanwhile
-            _check_duplicates(directory, files)
             meta = _swap(
                 con, source, files, staged, staging_path, allow_empty_replace, result, lake
             )
@@ -290,7 +284,7 @@ def _swap(
     try:
         # Files the outside guess missed (Dango synced in between) are parsed now.
         result.staged_under_lock = _stage_all(con, "stg", new + updated, staged)
-        loading = [f for f in new + updated if f in staged and staged[f].rows > 0]
+        loading = [f for f in new + updated if staged[f].rows > 0]
         columns = existing or (staged[loading[0]].columns if loading else [])
         for f in loading:
             check_against(con, "stg", staged[f], columns, result.table)

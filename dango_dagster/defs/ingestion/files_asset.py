@@ -64,17 +64,18 @@ def run_files_sync(
             source.name,
             started,
             status,
-            # Dango's rows_processed for a file source is the table's row count after the sync;
-            # the rows this sync added go beside it.
-            result.total_rows,
+            result.rows_added,
             result.error,
             context.run.run_id,
             con=con,
-            rows_added=result.rows_added,
+            total_row_count=result.total_rows,
         )
 
     try:
-        result = load_files_source(config, source, hold, on_locked=on_locked)
+        busy = gate.queue_reporter(
+            context, f"load files {source.name}", f"another run's load of source {source.name!r}"
+        )
+        result = load_files_source(config, source, hold, on_locked=on_locked, on_busy=busy)
     except FilesLoadError as exc:
         sync_history.record(config, source.name, started, "failed", 0, str(exc), context.run.run_id)
         raise dg.Failure(description=str(exc)) from exc
