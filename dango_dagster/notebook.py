@@ -79,11 +79,8 @@ def _connect_lake(config: ProjectConfig, *, refresh: bool) -> duckdb.DuckDBPyCon
     """DuckLake: the published snapshot, pinned (no copy exists or is needed); ``refresh`` pins
     the newest commit instead. Either way the data cannot change under the notebook."""
     from dango_dagster.lake import lake_for, open_published
-    from dango_dagster.lake.catalog import current_snapshot
 
     if not refresh:
         return open_published(config)
     lake = lake_for(config)
-    with lake.connect(read_only=True) as live:
-        newest = current_snapshot(live)
-    return lake.connect(read_only=True, snapshot=newest)
+    return lake.connect(read_only=True, snapshot=lake.current_snapshot_id())

@@ -217,3 +217,25 @@ def test_unreachable_server_is_a_clear_error_without_the_password(
 def test_keys_are_stable_64_bit_integers() -> None:
     assert lock_key_int("warehouse") == lock_key_int("warehouse") == -3871128109523096412
     assert lock_key_int("a") != lock_key_int("b")
+
+
+def test_holder_session_has_keepalives_so_a_dead_host_is_dropped(pg_server: PgServer) -> None:
+    """A host that dies silently closes no socket: the server drops its session (and lock) only
+    through TCP keepalives, set on every holder's session (~25 s instead of the OS's ~2 h)."""
+    from dango_dagster.lock.postgres import PgLockSession
+
+    session = PgLockSession(pg_server.dsn("lock"), "keepalive-test")
+    try:
+        shown = {
+            name: session._scalar(f"SHOW {name}")
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert shown == {
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+        }
+        assert session._scalar("SHOW tcp_user_timeout") in ("25000", "25s")
+        assert session.conn.get_dsn_parameters().get("keepalives") == "1"
+    finally:
+        session.close()

@@ -149,14 +149,17 @@ def _print_runs(report: dict[str, Any]) -> None:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    from dango_dagster.lock import read_lock_holder
+    from dango_dagster.lock import lock_target, read_lock_holder
 
     project = _project(args)
+    target = lock_target(project)
+    # Postgres: each look is a connection to the lock server; 4 a second is plenty for a human.
+    interval = args.interval if target.backend == "file" else max(args.interval, 0.25)
     start = time.monotonic()
     last_key: tuple[int | None] | None = None
     last_print = 0.0
     while True:
-        holder = read_lock_holder(project)
+        holder = read_lock_holder(project, target)
         waited = time.monotonic() - start
         if holder is None:
             print(f"lock is free (waited {waited:.1f} s)")
@@ -177,4 +180,4 @@ def _wait(args: argparse.Namespace) -> int:
         if key != last_key or waited - last_print >= 5:
             print(f"waiting for {holder.describe()} ... {waited:.0f} s", flush=True)
             last_key, last_print = key, waited
-        time.sleep(min(args.interval, max(0.01, args.timeout - waited)))
+        time.sleep(min(interval, max(0.01, args.timeout - waited)))

@@ -97,6 +97,24 @@ class Lake:
             ) from exc
         return con
 
+    def current_snapshot_id(self) -> int:
+        """The newest snapshot, read from the catalog database itself (a few ms: no DuckDB and no
+        extension load). ``ducklake_snapshot`` is a table of the DuckLake format's catalog."""
+        import psycopg2
+
+        try:
+            with psycopg2.connect(self.catalog, connect_timeout=10) as conn, conn.cursor() as cur:
+                cur.execute(f'SELECT max(snapshot_id) FROM "{LAKE_NAME}".ducklake_snapshot')
+                row = cur.fetchone()
+        except psycopg2.Error as exc:
+            raise SnapshotError(
+                f"Could not read the DuckLake catalog {_redact(self.catalog)}: {exc}".strip(),
+                hint="Check warehouse.catalog, and that a sync has written the lake once.",
+            ) from exc
+        if row is None or row[0] is None:
+            raise SnapshotError("The DuckLake catalog has no snapshot yet.")
+        return int(row[0])
+
     def dbt_env(self) -> dict[str, str]:
         """What the demo profile's ``ducklake`` target reads (profiles.yml)."""
         return {
@@ -135,13 +153,6 @@ def lake_for(config: ProjectConfig) -> Lake:
     return Lake(catalog=catalog, data_path=data if data.is_absolute() else config.root / data)
 
 
-def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute(f"SELECT id FROM {LAKE_NAME}.current_snapshot()").fetchone()
-    if row is None:
-        raise SnapshotError("The DuckLake catalog has no snapshot yet.")
-    return int(row[0])
-
-
 def publish_snapshot(config: ProjectConfig, lake: Lake | None = None) -> dict[str, Any]:
     """Pin readers to the lake's current snapshot: one number written atomically, O(1).
 
@@ -150,11 +161,7 @@ def publish_snapshot(config: ProjectConfig, lake: Lake | None = None) -> dict[st
     """
     lake = lake or lake_for(config)
     started = time.perf_counter()
-    con = lake.connect(read_only=True)
-    try:
-        snapshot = current_snapshot(con)
-    finally:
-        con.close()
+    snapshot = lake.current_snapshot_id()
     record = {"snapshot_id": snapshot, "catalog": _redact(lake.catalog)}
     record["published_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config.published_dir.mkdir(parents=True, exist_ok=True)

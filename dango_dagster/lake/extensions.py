@@ -56,7 +56,8 @@ def _packaged() -> dict[str, Path]:
                 and parts[1:3] == ("extensions", version)
                 and parts[3].endswith(".duckdb_extension")
             ):
-                found[parts[3].removesuffix(".duckdb_extension")] = Path(dist.locate_file(file))
+                name = parts[3].removesuffix(".duckdb_extension")
+                found[name] = Path(str(dist.locate_file(file)))
     return found
 
 

@@ -72,9 +72,10 @@ def _after_fork_in_child() -> None:
     for state in old.values():
         fds = {state.held.fd if state.held else None}
         fds.add(state.waiter.fd_if_open() if state.waiter else None)
-        for fd in fds - {None}:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def generation() -> int:
