@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from api_support import ApiServer, create_key
 from pgserver import PgServer
 
 CLI = str(Path(sys.executable).with_name("dango-dagster"))
@@ -102,3 +103,15 @@ def test_demo_sync_on_ducklake_gives_the_marts_of_the_file(
         assert "late" not in tables and published_snapshot(config) == pinned
     with connect(project_dir=lake_proj, refresh=True) as con:
         assert con.execute("SELECT x FROM marts.late").fetchall() == [(1,)]
+
+    # The query API (a real server) reads the same pinned snapshot, locked down as for a file.
+    server = ApiServer(lake_proj)
+    try:
+        key = create_key(lake_proj, "lake-test")
+        answer = server.query("SELECT count(*) AS n FROM marts.fct_orders", key)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rows"] == [[len(expected["fct_orders"])]]
+        assert server.query("SELECT x FROM marts.late", key).status_code >= 400  # not pinned
+        assert server.query("SELECT * FROM read_csv('/etc/passwd')", key).status_code >= 400
+    finally:
+        server.stop()

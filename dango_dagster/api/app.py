@@ -52,13 +52,23 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     VERSION = "0+unknown"
 
 
+def _pool_for(config: ProjectConfig) -> SnapshotPool:
+    """The published snapshot file, or on DuckLake the pinned snapshot (docs/SCALING.md)."""
+    if config.settings.warehouse.kind == "ducklake":
+        from dango_dagster.api.pool import lake_opener
+        from dango_dagster.lake.catalog import published_file
+
+        return SnapshotPool(published_file(config), config.api, lake_opener(config))
+    return SnapshotPool(config.published_snapshot_path, config.api)
+
+
 class ApiServices:
     """Everything a request needs, built once per server process."""
 
     def __init__(self, config: ProjectConfig, pool: SnapshotPool | None = None) -> None:
         self.config = config
         self.settings = config.api
-        self.pool = pool or SnapshotPool(config.published_snapshot_path, self.settings)
+        self.pool = pool or _pool_for(config)
         self.cache = ResultCache(self.settings.result_cache_mb)
         self.runner = QueryRunner(self.pool, self.settings.memory_limit, self.cache)
         self.keys = KeyStore(config.api_keys_path)

@@ -28,13 +28,14 @@ import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from dango_dagster.api.errors import ApiError
-from dango_dagster.config import ApiSettings
+from dango_dagster.config import ApiSettings, ProjectConfig
 
 CATALOG = "warehouse"
 _OPEN_ATTEMPTS = 3
@@ -76,7 +77,7 @@ def _connect_config(settings: ApiSettings) -> dict[str, object]:
     }
 
 
-def _quote(path: Path) -> str:
+def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -147,12 +148,50 @@ def open_snapshot(
     raise RuntimeError(str(last))
 
 
+Opener = Callable[[Path, ApiSettings], tuple[duckdb.DuckDBPyConnection, os.stat_result]]
+
+
+def lake_opener(config: ProjectConfig) -> Opener:
+    """``open_snapshot`` for a DuckLake warehouse: ``path`` is the pin file
+    (``.dango/published/ducklake.json``, replaced at each publish, so the pool's stat-based
+    switch-over works unchanged); the instance attaches the pinned snapshot read-only with the
+    same hardening. Its Parquet folder stays readable (``allowed_directories``): it holds the
+    lake's own data, nothing else."""
+    from dango_dagster.lake import lake_for, published_snapshot
+    from dango_dagster.lake.extensions import extension_directory
+
+    def open_lake(path: Path, settings: ApiSettings):  # noqa: ANN202
+        before = os.stat(path)
+        snapshot = published_snapshot(config)
+        if snapshot is None:
+            raise RuntimeError(f"{path} names no snapshot")
+        lake = lake_for(config)
+        options = _connect_config(settings) | {"extension_directory": str(extension_directory())}
+        options.pop("allow_persistent_secrets")  # DuckLake's catalog attach needs the store
+        root = duckdb.connect(":memory:", config=options)
+        try:
+            root.execute("LOAD ducklake")
+            root.execute("LOAD postgres")
+            root.execute(lake.attach_sql(read_only=True, snapshot=snapshot, alias=CATALOG))
+            root.execute(f"USE {CATALOG}")
+            root.execute(f"SET allowed_directories = [{_quote(f'{lake.data_path}/')}]")
+            root.execute("SET enable_external_access = false")
+            root.execute("SET lock_configuration = true")
+        except BaseException:
+            root.close()
+            raise
+        return root, before
+
+    return open_lake
+
+
 class SnapshotPool:
     """Leases cursors on the current published snapshot; see the module docstring."""
 
-    def __init__(self, path: Path, settings: ApiSettings) -> None:
+    def __init__(self, path: Path, settings: ApiSettings, opener: Opener | None = None) -> None:
         self.path = path
         self.settings = settings
+        self._open = opener or open_snapshot
         self._lock = threading.Lock()
         self._current: Generation | None = None
         self._failed: Identity | None = None
@@ -184,7 +223,7 @@ class SnapshotPool:
         if ident == self._failed and self._current is not None:
             return None
         try:
-            root, opened = open_snapshot(self.path, self.settings)
+            root, opened = self._open(self.path, self.settings)
         except (duckdb.Error, OSError, RuntimeError) as exc:
             self._failed = ident
             if self._current is None:

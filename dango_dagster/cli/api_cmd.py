@@ -119,15 +119,20 @@ def _serve(args: argparse.Namespace) -> int:
             "reverse proxy) in front of this port.",
             file=sys.stderr,
         )
-    if not config.published_snapshot_path.exists():
+    published = config.published_snapshot_path
+    if config.settings.warehouse.kind == "ducklake":  # the pinned DuckLake snapshot
+        from dango_dagster.lake.catalog import published_file
+
+        published = published_file(config)
+    if not published.exists():
         print(
-            f"note: no published snapshot yet at {config.published_snapshot_path}; queries get "
+            f"note: no published snapshot yet at {published}; queries get "
             "503 until the pipeline publishes one (no restart needed).",
             file=sys.stderr,
         )
     print(
         f"query API for {config.root} on http://{args.host}:{args.port} "
-        f"(reads {config.published_snapshot_path}, audit {config.audit_log_path})",
+        f"(reads {published}, audit {config.audit_log_path})",
         flush=True,
     )
     uvicorn.run(

@@ -66,14 +66,16 @@ class Lake:
         """What DuckDB's ATTACH (and dbt-duckdb's ``attach: path``) takes."""
         return f"ducklake:postgres:{self.catalog}"
 
-    def attach_sql(self, *, read_only: bool = False, snapshot: int | None = None) -> str:
+    def attach_sql(
+        self, *, read_only: bool = False, snapshot: int | None = None, alias: str = LAKE_NAME
+    ) -> str:
         options = [f"DATA_PATH {_quote(str(self.data_path) + '/')}"]
         options.append(f"METADATA_SCHEMA {_quote(LAKE_NAME)}")
         if snapshot is not None:
             options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
         if read_only:
             options.append("READ_ONLY")
-        return f"ATTACH {_quote(self.attach_path)} AS {LAKE_NAME} ({', '.join(options)})"
+        return f"ATTACH {_quote(self.attach_path)} AS {alias} ({', '.join(options)})"
 
     def connect(
         self, *, read_only: bool = False, snapshot: int | None = None
@@ -165,15 +167,20 @@ def publish_snapshot(config: ProjectConfig, lake: Lake | None = None) -> dict[st
     record = {"snapshot_id": snapshot, "catalog": _redact(lake.catalog)}
     record["published_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config.published_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config.published_dir / PUBLISHED_FILE, record)
+    atomic_write_json(published_file(config), record)
     record["seconds"] = time.perf_counter() - started
     return record
+
+
+def published_file(config: ProjectConfig) -> Path:
+    """``.dango/published/ducklake.json``: the pin, replaced atomically at every publish."""
+    return config.published_dir / PUBLISHED_FILE
 
 
 def published_snapshot(config: ProjectConfig) -> int | None:
     """The snapshot readers are pinned to, or None before the first publish."""
     try:
-        raw = json.loads((config.published_dir / PUBLISHED_FILE).read_text(encoding="utf-8"))
+        raw = json.loads(published_file(config).read_text(encoding="utf-8"))
         return int(raw["snapshot_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
