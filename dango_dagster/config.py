@@ -11,6 +11,7 @@ strictly (a typo is an error naming the key) and all defaulted, so a Dango proje
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from functools import cached_property
 from pathlib import Path
@@ -51,12 +52,20 @@ _TRANSITION_SECTIONS = ("warehouse", "dbt", "notebooks", "lock", "snapshots", "a
 
 
 def shipped_file(*parts: str) -> Path:
-    """A file shipped in the repository (templates for new projects); clear error if absent."""
-    path = REPO_ROOT.joinpath(*parts)
+    """A template new projects are made from (demo config, dbt project, dagster.yaml, ...).
+
+    From a wheel: package data under ``dango_dagster/templates/demo/``, read with
+    ``importlib.resources`` (setup.py copies the repository's demo files there at build time).
+    From a checkout (editable install): the repository's own files, the demo it is itself.
+    """
+    packaged = importlib.resources.files("dango_dagster") / "templates" / "demo"
+    base = Path(str(packaged)) if packaged.is_dir() else REPO_ROOT
+    path = base.joinpath(*parts)
     if not path.exists():
         raise ProjectConfigError(
-            f"{path} is missing: dango-dagster must be installed from its repository with "
-            "`bash scripts/setup.sh` (an editable install), which ships the demo templates."
+            f"{path} is missing: this dango-dagster installation has no demo templates.",
+            hint="Reinstall dango-dagster (pip install dango-dagster, or `bash scripts/setup.sh` "
+            "in a checkout).",
         )
     return path
 

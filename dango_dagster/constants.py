@@ -10,6 +10,8 @@ their own job, schedule, sensors and resources.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 # -- run tags we set ----------------------------------------------------------------------------
 TAG_LOCK = "dango/lock"  # the run's lock state: waiting, held, released, timeout
@@ -76,3 +78,46 @@ def valid_scope(scope: str) -> str:
 def scoped(name: str, scope: str | None) -> str:
     """``name`` for the project ``scope`` (``shop`` -> ``shop__dango_pipeline``); unscoped as is."""
     return f"{scope}__{name}" if scope else name
+
+
+@dataclass(frozen=True)
+class ProjectNames:
+    """Every name one project's definitions use, so two projects in one code location never clash.
+
+    ``scope`` prefixes job, schedule, sensor and resource names (None: the plain names, for a code
+    location with one project); ``key_prefix`` prefixes every asset key and group name.
+    """
+
+    scope: str | None = None
+    key_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.scope, self.key_prefix):
+            if value is not None:
+                valid_scope(value)
+
+    def name(self, base: str) -> str:
+        return scoped(base, self.scope)
+
+    def group(self, base: str) -> str:
+        return scoped(base, self.key_prefix)
+
+    def key_path(self, *path: str) -> list[str]:
+        return [self.key_prefix, *path] if self.key_prefix else list(path)
+
+    def unprefixed(self, path: Sequence[str]) -> tuple[str, ...]:
+        """An asset key's path without this project's prefix."""
+        n = 1 if self.key_prefix and path and path[0] == self.key_prefix else 0
+        return tuple(path[n:])
+
+    @property
+    def job(self) -> str:
+        return self.name(PIPELINE_JOB)
+
+    @property
+    def gate_resource(self) -> str:
+        return self.name(GATE_RESOURCE)
+
+    @property
+    def dbt_resource(self) -> str:
+        return self.name(DBT_RESOURCE)

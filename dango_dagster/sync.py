@@ -230,7 +230,7 @@ def run_pipeline(
                 outcome.snapshot_path = str(_metadata_value(meta, META_PUBLISHED_PATH))
                 outcome.snapshot_bytes = _metadata_value(meta, META_SNAPSHOT_BYTES)
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            check = event.event_specific_data
+            check: Any = event.event_specific_data  # AssetCheckEvaluation for this event type
             if check.passed:
                 outcome.checks_passed += 1
             else:

@@ -24,9 +24,19 @@ fi
   -r requirements.lock
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python --compile-bytecode \
   --no-deps -e .
-# DuckLake (warehouse.kind: ducklake) runs only in the duckdb 1.5.5 resolution: lay its extension
-# packages out where DuckDB looks for them, so nothing is ever downloaded (idempotent, instant).
-if [ -x .venv-dango/bin/python ]; then
+# The second resolution (requirements-dango.lock): dango-dagster beside getdango 1.0.13, which forces
+# duckdb 1.5.x and dlt 1.28.x. scripts/test.sh runs the lock, library and Dango tests in it as well.
+# `scripts/setup.sh --main-only` (the demo) skips it.
+if [ "${1:-}" != "--main-only" ]; then
+  if [ ! -x .venv-dango/bin/python ]; then
+    "$PY" -m venv .venv-dango
+  fi
+  .venv/bin/python -m uv pip install --quiet --python .venv-dango/bin/python --compile-bytecode \
+    -r requirements-dango.lock
+  .venv/bin/python -m uv pip install --quiet --python .venv-dango/bin/python --compile-bytecode \
+    --no-deps -e .
+  # DuckLake (warehouse.kind: ducklake) runs only in the duckdb 1.5.5 resolution: lay its extension
+  # packages out where DuckDB looks for them, so nothing is ever downloaded (idempotent, instant).
   .venv-dango/bin/python -m dango_dagster.lake.extensions >/dev/null
 fi
 

@@ -17,6 +17,7 @@ Decisions (see docs/API.md):
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
@@ -156,7 +157,7 @@ class KeyStore:
         return revoked
 
     # --- server side -----------------------------------------------------------------------
-    def _refresh(self) -> list[ApiKey]:
+    def _refresh(self) -> builtins.list[ApiKey]:  # `list` is a method name in this class
         try:
             st = os.stat(self.path)
             seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)

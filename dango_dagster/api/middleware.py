@@ -83,8 +83,8 @@ class AuditMiddleware:
             "path": scope.get("path"),
         }
         if scope.get("method") == "POST" and scope.get("path") == _QUERY_PATH:
-            receive, size = await self._buffer_body(scope, receive)
-            if receive is None:
+            buffered, size = await self._buffer_body(scope, receive)
+            if buffered is None:
                 record = self._record(base, fields, 413, started)
                 record.update(outcome="sql_too_large", body_bytes=size)
                 detail = (
@@ -93,6 +93,7 @@ class AuditMiddleware:
                 )
                 await self._respond_audited(send, record, 413, "sql_too_large", detail)
                 return
+            receive = buffered
 
         started_response = False
         failed = False

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -64,7 +65,7 @@ def no_snapshot_error(path: Path) -> ApiError:
     )
 
 
-def _connect_config(settings: ApiSettings) -> dict[str, object]:
+def _connect_config(settings: ApiSettings) -> dict[str, Any]:
     return {
         "autoload_known_extensions": False,
         "autoinstall_known_extensions": False,
@@ -260,7 +261,7 @@ class SnapshotPool:
                 and not gen.retired
                 and len(gen.idle) < self.settings.pool_size
             )
-            if keep:
+            if keep and cursor is not None:
                 gen.idle.append(cursor)
             close_gen = gen.retired and gen.leased == 0
         if cursor is not None and not keep:

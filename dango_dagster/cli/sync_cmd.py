@@ -111,8 +111,8 @@ def raise_if_failed(outcome: Any) -> None:
         raise error(outcome.error or "interrupted", hint="")
     if outcome.log_path:
         print(f"log:       {outcome.log_path} (full traceback, dbt output)")
-    error = RunLockTimeoutError if outcome.lock_timeout else RunFailedError
-    raise error(outcome.error or "the run failed", hint=outcome.fix or "")
+    failed: type[RunFailedError] = RunLockTimeoutError if outcome.lock_timeout else RunFailedError
+    raise failed(outcome.error or "the run failed", hint=outcome.fix or "")
 
 
 def handle_sync(args: argparse.Namespace) -> int:

@@ -20,15 +20,15 @@ from dango_dagster.constants import (
     REFRESH_SCHEDULE,
     TAG_SOURCE,
     UPLOADS_SENSOR,
+    ProjectNames,
 )
 from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.ingestion.watch import already_loaded, fingerprint, upload_files
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
+    from dango_dagster.defs._compat import UnresolvedAssetJobDefinition
 
+_NO_NAMES = ProjectNames()
 # How often the daemon evaluates the automation conditions (cheap: it reads the event log only).
 AUTOMATION_INTERVAL_SECONDS = 10
 
@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 
-def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+def build_automation_sensor(
+    target: dg.AssetSelection | None = None, names: ProjectNames = _NO_NAMES
+) -> dg.AutomationConditionSensorDefinition:
     """Declarative automation, RUNNING from the first ``dagster dev``.
 
     Dagster's implicit ``default_automation_condition_sensor`` starts STOPPED, so without this
@@ -48,8 +50,8 @@ def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
     the sensor on.
     """
     return dg.AutomationConditionSensorDefinition(
-        name=AUTOMATION_SENSOR,
-        target=dg.AssetSelection.all(),
+        name=names.name(AUTOMATION_SENSOR),
+        target=target if target is not None else dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
         description=(
@@ -59,7 +61,9 @@ def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
     )
 
 
-def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
+def build_uploads_sensor(
+    config: ProjectConfig, job: UnresolvedAssetJobDefinition, names: ProjectNames = _NO_NAMES
+) -> dg.SensorDefinition:
     """One run per changed file source, once its folder has been quiet for the settle time.
 
     Dango's watcher settings decide: the csv/local_files sources whose folder lies under one of
@@ -71,7 +75,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
     file_sources = [s for s in config.sources if s.is_files and config.watched(s)]
 
     @dg.sensor(
-        name=UPLOADS_SENSOR,
+        name=names.name(UPLOADS_SENSOR),
         job=job,
         minimum_interval_seconds=config.automation.upload_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING
@@ -110,7 +114,7 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source.name}:{digest}",
-                    asset_selection=list(_source_and_downstream(context, source, config)),
+                    asset_selection=_source_and_downstream(context, source, config, names),
                     tags={TAG_SOURCE: source.name},
                 )
             )
@@ -130,9 +134,12 @@ def build_uploads_sensor(config: ProjectConfig, job: UnresolvedAssetJobDefinitio
 
 
 def _source_and_downstream(
-    context: dg.SensorEvaluationContext, source: DangoSource, config: ProjectConfig
+    context: dg.SensorEvaluationContext,
+    source: DangoSource,
+    config: ProjectConfig,
+    names: ProjectNames,
 ) -> list[dg.AssetKey]:
-    selection = dg.AssetSelection.groups(source.schema_name)
+    selection: dg.AssetSelection = dg.AssetSelection.groups(names.group(source.schema_name))
     if config.platform.auto_dbt:
         selection = selection.downstream()
     graph = context.repository_def.asset_graph if context.repository_def else None
@@ -141,9 +148,11 @@ def _source_and_downstream(
     return sorted(selection.resolve(graph), key=lambda key: key.to_user_string())
 
 
-def build_refresh_schedule(config: ProjectConfig, job: UnresolvedAssetJobDefinition):
+def build_refresh_schedule(
+    config: ProjectConfig, job: UnresolvedAssetJobDefinition, names: ProjectNames = _NO_NAMES
+) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
-        name=REFRESH_SCHEDULE,
+        name=names.name(REFRESH_SCHEDULE),
         job=job,
         cron_schedule=config.automation.refresh_cron or "0 6 * * *",
         execution_timezone=config.automation.timezone,

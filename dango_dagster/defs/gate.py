@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.config import ProjectConfig
 from dango_dagster.constants import (
     DAGSTER_FROM_UI_TAG,
     META_LOCK_HELD,
@@ -30,12 +30,15 @@ from dango_dagster.constants import (
     TAG_LOCK_HOLDER,
     TAG_LOCK_TIMEOUT,
 )
+from dango_dagster.defs.settings import config_for
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
 from dango_dagster.sync_status import Phase, SyncStatus
 
 __all__ = [
     "LockSession",
+    "RunHandle",
     "WarehouseLockGate",
+    "hold_warehouse_lock",
     "holder_tag",
     "launch_kind",
     "lock_timeout_for_run",
@@ -100,6 +103,140 @@ class LockSession:
         return meta
 
 
+@dataclass(frozen=True)
+class RunHandle:
+    """What the gate needs of the run it holds the lock for: its id and tags, its log, and the
+    instance (to tag it). Built from a step's context, or from a resource's init context."""
+
+    run_id: str
+    tags: Mapping[str, str]
+    log: Any
+    instance: dg.DagsterInstance | None
+
+    @classmethod
+    def of(
+        cls, context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.InitResourceContext
+    ) -> RunHandle:
+        if isinstance(context, dg.InitResourceContext):
+            run = context.dagster_run
+            if run is None:
+                raise dg.DagsterInvariantViolationError(
+                    "The warehouse lock is taken for a run: use this resource inside an asset or "
+                    "op, not on its own."
+                )
+            return cls(run.run_id, run.tags, context.log, context.instance)
+        return cls(context.run.run_id, context.run.tags, context.log, context.instance)
+
+    def set_tags(self, value: str, holder: str) -> None:
+        """Make the lock state and its holder visible as run tags in the Dagster UI (best
+        effort)."""
+        if self.instance is not None:
+            with contextlib.suppress(Exception):
+                self.instance.add_run_tags(self.run_id, {TAG_LOCK: value, TAG_LOCK_HOLDER: holder})
+
+
+@contextlib.contextmanager
+def hold_warehouse_lock(
+    config: ProjectConfig,
+    run: RunHandle,
+    operation: str,
+    phase: Phase,
+    *,
+    queue_timeout: float | None = None,
+    report_interval: float = 5.0,
+) -> Iterator[LockSession]:
+    """Hold the warehouse lock for exactly the write inside the ``with`` block, for ``run``.
+
+    The one implementation of "queue as the launch kind says, and show the wait" that the gate,
+    ``DangoDuckDBResource`` and the pandas IO manager all go through.
+    """
+    tags = run.tags
+    if queue_timeout is None:
+        queue_timeout = config.lock.queue_timeout_seconds
+    timeout = lock_timeout_for_run(tags, queue_timeout)
+    status = SyncStatus.open(config.state_dir, run.run_id)
+    # The status file's waited_seconds is the run's total: earlier steps' waits plus this one.
+    waited_before = float(status.data.get("waited_seconds") or 0.0)
+    label = f"{operation} (run {run.run_id[:8]})"
+    seen: dict[str, LockHolder | None] = {}
+
+    def on_wait(step: LockWait) -> None:
+        holder_txt = step.holder.describe() if step.holder else "a process that just released"
+        if "first" not in seen:
+            seen["first"] = step.holder
+            run.log.warning(
+                f"Warehouse is locked by {holder_txt}. {operation} waits up to {timeout:.0f} s "
+                f"(run launched by {launch_kind(tags)})."
+            )
+        else:
+            run.log.info(
+                f"Still waiting for the warehouse lock after {step.waited_seconds:.0f} s "
+                f"of {timeout:.0f} s; held by {holder_txt}."
+            )
+        if seen.get("tagged") != step.holder:
+            seen["tagged"] = step.holder
+            run.set_tags("waiting", holder_tag(step.holder))
+        status.update(
+            "lock_waiting",
+            f"{operation} waits for the warehouse lock ({step.waited_seconds:.0f}/{timeout:.0f} s)",
+            holder=step.holder.as_dict() if step.holder else None,
+            waited_seconds=round(waited_before + step.waited_seconds, 3),
+        )
+
+    lock = DbtLock(
+        config.root,
+        source="dagster",
+        operation=label,
+        on_wait=on_wait,
+        report_interval=report_interval,
+    )
+    try:
+        lock.acquire(timeout=timeout)
+    except DbtLockTimeout as exc:
+        run.set_tags("timeout", holder_tag(exc.raw_holder))
+        holder = exc.raw_holder
+        status.update(
+            "failed",
+            str(exc),
+            holder=holder.as_dict() if holder else None,
+            error="lock_timeout",
+        )
+        hint = (
+            " This run was not launched by a sensor, schedule or the UI, so it does not queue;"
+            f" set the run tag {TAG_LOCK_TIMEOUT}=SECONDS (or `dango-dagster sync --wait S`)"
+            " to let it wait."
+            if timeout == 0
+            else ""
+        )
+        raise dg.Failure(
+            description=f"{exc}{hint}",
+            metadata={
+                META_LOCK_HOLDER: dg.MetadataValue.json(holder.as_dict() if holder else {}),
+                META_LOCK_WAIT: dg.MetadataValue.float(round(exc.waited_seconds, 3)),
+            },
+        ) from exc
+    session = LockSession(
+        operation=operation,
+        wait_seconds=lock.wait_seconds,
+        acquired_at=time.monotonic(),
+        waited_on=seen.get("first"),
+    )
+    run.set_tags("held", f"this run (PID {os.getpid()})")
+    if "first" in seen:
+        run.log.info(f"Took the warehouse lock after waiting {lock.wait_seconds:.2f} s.")
+    status.update(
+        phase,
+        f"{operation}: writing the warehouse",
+        waited_seconds=round(waited_before + lock.wait_seconds, 3),
+    )
+    try:
+        yield session
+    finally:
+        lock.release()
+        session.released_at = time.monotonic()
+        run.set_tags("released", "none")
+
+
 class WarehouseLockGate(dg.ConfigurableResource):
     """Every write to the warehouse in a Dagster run holds ``DbtLock`` through this resource.
 
@@ -120,7 +257,8 @@ class WarehouseLockGate(dg.ConfigurableResource):
     )
 
     def project_config(self) -> ProjectConfig:
-        return load_config(self.project_dir)
+        """The settings the definitions were built from (read once, not on every write)."""
+        return config_for(self.project_dir)
 
     def queue_reporter(
         self,
@@ -145,102 +283,20 @@ class WarehouseLockGate(dg.ConfigurableResource):
     @contextlib.contextmanager
     def hold(
         self,
-        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.InitResourceContext,
         operation: str,
         phase: Phase,
     ) -> Iterator[LockSession]:
         """Hold the warehouse lock for exactly the write inside the ``with`` block."""
-        config = self.project_config()
-        run = context.run
-        tags = run.tags
-        queue_timeout = (
-            self.queue_timeout_seconds
-            if self.queue_timeout_seconds is not None
-            else config.lock.queue_timeout_seconds
-        )
-        timeout = lock_timeout_for_run(tags, queue_timeout)
-        status = SyncStatus.open(config.state_dir, run.run_id)
-        # The status file's waited_seconds is the run's total: earlier steps' waits plus this one.
-        waited_before = float(status.data.get("waited_seconds") or 0.0)
-        label = f"{operation} (run {run.run_id[:8]})"
-        seen: dict[str, LockHolder | None] = {}
-
-        def on_wait(step: LockWait) -> None:
-            holder_txt = step.holder.describe() if step.holder else "a process that just released"
-            if "first" not in seen:
-                seen["first"] = step.holder
-                context.log.warning(
-                    f"Warehouse is locked by {holder_txt}. {operation} waits up to {timeout:.0f} s "
-                    f"(run launched by {launch_kind(tags)})."
-                )
-            else:
-                context.log.info(
-                    f"Still waiting for the warehouse lock after {step.waited_seconds:.0f} s "
-                    f"of {timeout:.0f} s; held by {holder_txt}."
-                )
-            if seen.get("tagged") != step.holder:
-                seen["tagged"] = step.holder
-                _set_tag(context, "waiting", holder_tag(step.holder))
-            status.update(
-                "lock_waiting",
-                f"{operation} waits for the warehouse lock ({step.waited_seconds:.0f}/"
-                f"{timeout:.0f} s)",
-                holder=step.holder.as_dict() if step.holder else None,
-                waited_seconds=round(waited_before + step.waited_seconds, 3),
-            )
-
-        lock = DbtLock(
-            config.root,
-            source="dagster",
-            operation=label,
-            on_wait=on_wait,
-            report_interval=self.report_interval_seconds,
-        )
-        try:
-            lock.acquire(timeout=timeout)
-        except DbtLockTimeout as exc:
-            _set_tag(context, "timeout", holder_tag(exc.raw_holder))
-            holder = exc.raw_holder
-            status.update(
-                "failed",
-                str(exc),
-                holder=holder.as_dict() if holder else None,
-                error="lock_timeout",
-            )
-            hint = (
-                " This run was not launched by a sensor, schedule or the UI, so it does not queue;"
-                f" set the run tag {TAG_LOCK_TIMEOUT}=SECONDS (or `dango-dagster sync --wait S`)"
-                " to let it wait."
-                if timeout == 0
-                else ""
-            )
-            raise dg.Failure(
-                description=f"{exc}{hint}",
-                metadata={
-                    META_LOCK_HOLDER: dg.MetadataValue.json(holder.as_dict() if holder else {}),
-                    META_LOCK_WAIT: dg.MetadataValue.float(round(exc.waited_seconds, 3)),
-                },
-            ) from exc
-        session = LockSession(
-            operation=operation,
-            wait_seconds=lock.wait_seconds,
-            acquired_at=time.monotonic(),
-            waited_on=seen.get("first"),
-        )
-        _set_tag(context, "held", f"this run (PID {os.getpid()})")
-        if "first" in seen:
-            context.log.info(f"Took the warehouse lock after waiting {lock.wait_seconds:.2f} s.")
-        status.update(
+        with hold_warehouse_lock(
+            self.project_config(),
+            RunHandle.of(context),
+            operation,
             phase,
-            f"{operation}: writing the warehouse",
-            waited_seconds=round(waited_before + lock.wait_seconds, 3),
-        )
-        try:
+            queue_timeout=self.queue_timeout_seconds,
+            report_interval=self.report_interval_seconds,
+        ) as session:
             yield session
-        finally:
-            lock.release()
-            session.released_at = time.monotonic()
-            _set_tag(context, "released", "none")
 
 
 def holder_tag(holder: LockHolder | None) -> str:
@@ -253,13 +309,3 @@ def holder_tag(holder: LockHolder | None) -> str:
         f"PID {holder.pid} on {holder.hostname or '?'}: {holder.source} / {holder.operation}, "
         f"since {holder.started_at or '?'}"
     )
-
-
-def _set_tag(
-    context: dg.AssetExecutionContext | dg.OpExecutionContext, value: str, holder: str
-) -> None:
-    """Make the lock state and its holder visible as run tags in the Dagster UI (best effort)."""
-    with contextlib.suppress(Exception):
-        context.instance.add_run_tags(
-            context.run.run_id, {TAG_LOCK: value, TAG_LOCK_HOLDER: holder}
-        )

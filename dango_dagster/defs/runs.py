@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
@@ -266,18 +266,20 @@ def recording_executor(config: ProjectConfig) -> dg.ExecutorDefinition:
 
     return dg.ExecutorDefinition(
         name=base.name,
-        config_schema=base.config_schema,
+        config_schema=cast(Any, base.config_schema),
         requirements=base.get_requirements,
         executor_creation_fn=create,
         description="In-process executor that records the run's process and its final state.",
     )
 
 
-def build_dead_runs_sensor(config: ProjectConfig) -> dg.SensorDefinition:
+def build_dead_runs_sensor(
+    config: ProjectConfig, name: str = DEAD_RUNS_SENSOR
+) -> dg.SensorDefinition:
     """Reconciles dead runs every 30 s under ``dagster dev`` (the CLI does it on each sync)."""
 
     @dg.sensor(
-        name=DEAD_RUNS_SENSOR,
+        name=name,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(

@@ -23,6 +23,7 @@ import dagster as dg
 from dagster_dbt import build_dbt_asset_selection
 
 from dango_dagster.config import ProjectConfig, ProjectConfigError
+from dango_dagster.constants import ProjectNames
 from dango_dagster.dango_project import DangoSchedule
 
 CRON_PRESETS = {
@@ -35,7 +36,12 @@ CRON_PRESETS = {
 SNAPSHOT_GROUP = "snapshots"
 
 
-def _sources_selection(config: ProjectConfig, sched: DangoSchedule) -> dg.AssetSelection:
+_NO_NAMES = ProjectNames()
+
+
+def _sources_selection(
+    config: ProjectConfig, sched: DangoSchedule, names: ProjectNames
+) -> dg.AssetSelection:
     enabled = {s.name for s in config.sources}
     for name in sched.sources:
         if name not in enabled:
@@ -44,15 +50,18 @@ def _sources_selection(config: ProjectConfig, sched: DangoSchedule) -> dg.AssetS
                 f"is not an enabled source of {config.sources_path} "
                 f"(enabled: {', '.join(sorted(enabled)) or 'none'}). Fix the schedule or source."
             )
-    names = sched.sources or sorted(enabled)
-    return dg.AssetSelection.groups(*(f"raw_{n}" for n in names))
+    chosen = sched.sources or sorted(enabled)
+    return dg.AssetSelection.groups(*(names.group(f"raw_{n}") for n in chosen))
 
 
 def schedule_selection(
-    config: ProjectConfig, sched: DangoSchedule, dbt_assets: dg.AssetsDefinition | None
+    config: ProjectConfig,
+    sched: DangoSchedule,
+    dbt_assets: dg.AssetsDefinition | None,
+    names: ProjectNames = _NO_NAMES,
 ) -> dg.AssetSelection:
     """The assets one Dango schedule materializes (see the module docstring)."""
-    snapshot = dg.AssetSelection.groups(SNAPSHOT_GROUP)
+    snapshot = dg.AssetSelection.groups(names.group(SNAPSHOT_GROUP))
     dbt: dg.AssetSelection | None = None
     if sched.dbt_command and dbt_assets is not None:
         dbt = build_dbt_asset_selection([dbt_assets], dbt_select=sched.dbt_command)
@@ -60,7 +69,7 @@ def schedule_selection(
         if dbt is None:
             dbt = dg.AssetSelection.assets(dbt_assets) if dbt_assets else dg.AssetSelection.all()
         return dbt | snapshot
-    sources = _sources_selection(config, sched)
+    sources = _sources_selection(config, sched, names)
     if sched.type == "sync_only":
         return sources
     if dbt is not None:
@@ -69,7 +78,9 @@ def schedule_selection(
 
 
 def build_dango_schedules(
-    config: ProjectConfig, dbt_assets: dg.AssetsDefinition | None = None
+    config: ProjectConfig,
+    dbt_assets: dg.AssetsDefinition | None = None,
+    names: ProjectNames = _NO_NAMES,
 ) -> list[dg.ScheduleDefinition]:
     """One Dagster schedule per ``schedules.yml`` entry (``script`` ones excepted)."""
     out: list[dg.ScheduleDefinition] = []
@@ -86,16 +97,16 @@ def build_dango_schedules(
                 f"Schedule {sched.name!r} in {config.schedules_path} has unknown type "
                 f"{sched.type!r} (sync, sync_only, dbt or script)."
             )
-        selection = schedule_selection(config, sched, dbt_assets)
+        selection = schedule_selection(config, sched, dbt_assets, names)
         job = dg.define_asset_job(
-            f"schedule_{sched.name}",
+            names.name(f"schedule_{sched.name}"),
             selection=selection,
             description=f"Dango schedule {sched.name!r} ({sched.type}) from schedules.yml.",
             tags={"dango/schedule": sched.name},
         )
         out.append(
             dg.ScheduleDefinition(
-                name=sched.name,
+                name=names.name(sched.name),
                 job=job,
                 cron_schedule=CRON_PRESETS.get(sched.cron, sched.cron),
                 execution_timezone=sched.timezone or config.automation.timezone,

@@ -14,19 +14,25 @@ from dango_dagster.constants import (
     META_LOCK_WAIT,
     META_PUBLISHED_PATH,
     META_SNAPSHOT_BYTES,
+    ProjectNames,
 )
 from dango_dagster.defs.gate import WarehouseLockGate
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
 
 
-def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
+def build_snapshot_asset(
+    upstream: Sequence[dg.AssetKey], names: ProjectNames | None = None
+) -> dg.AssetsDefinition:
     """The snapshot asset, downstream of every dbt model in ``upstream``."""
+    names = names or ProjectNames()
+    gate_key = names.gate_resource
 
     @dg.asset(
-        key=SNAPSHOT_KEY,
+        key=dg.AssetKey(names.key_path(*SNAPSHOT_KEY.path)),
         deps=list(upstream),
-        group_name="snapshots",
+        group_name=names.group("snapshots"),
+        required_resource_keys={gate_key},
         kinds={"duckdb"},
         automation_condition=dg.AutomationCondition.eager(),
         description=(
@@ -35,11 +41,10 @@ def build_snapshot_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition
             "before publishing."
         ),
     )
-    def warehouse_snapshot(
-        context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
-    ) -> dg.MaterializeResult:
+    def warehouse_snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from dango_dagster.snapshots import take_snapshot
 
+        warehouse_gate: WarehouseLockGate = getattr(context.resources, gate_key)
         config = warehouse_gate.project_config()
         if config.settings.warehouse.kind == "ducklake":
             return _publish_lake_snapshot(context, warehouse_gate)

@@ -256,20 +256,20 @@ class DbtLock:
             if queues:  # another waiter of ours is leaving the lock to a Dango poller
                 fairness.honour_yield(self.lock_path, rep.expired, rep.tick)
             mark = fairness.touch_mark(self.lock_path)
-            fd: int | None = open_lock_file(self.lock_path)
+            opened = open_lock_file(self.lock_path)
             try:
-                got = try_lock(fd)
+                got = try_lock(opened)
             except OSError as exc:
-                os.close(fd)
+                os.close(opened)
                 raise DbtLockError(f"Could not lock {self.lock_path}: {exc}") from exc
+            fd = opened
             if not got:
+                waited: int | None = None
                 if rep.expired():
-                    os.close(fd)
-                    fd = None
+                    os.close(opened)
                 else:
-                    fd = self._wait(state, fd, rep)
-                if fd is None:
-                    fd = self._last_attempt(rep)
+                    waited = self._wait(state, opened, rep)
+                fd = waited if waited is not None else self._last_attempt(rep)
             if not same_file(fd, self.lock_path):
                 unlock(fd)  # the lock file was replaced under us: lock the one now at that path
                 os.close(fd)

@@ -37,7 +37,7 @@ def try_lock(fd: int) -> bool:
     that does not exist.
     """
     try:
-        if IS_WINDOWS:  # pragma: no cover
+        if sys.platform == "win32":  # pragma: no cover (IS_WINDOWS, spelt for type checkers)
             os.lseek(fd, 0, os.SEEK_SET)
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         else:
@@ -50,7 +50,7 @@ def try_lock(fd: int) -> bool:
 
 
 def unlock(fd: int) -> None:
-    if IS_WINDOWS:  # pragma: no cover
+    if sys.platform == "win32":  # pragma: no cover (IS_WINDOWS, spelt for type checkers)
         os.lseek(fd, 0, os.SEEK_SET)
         with contextlib.suppress(OSError):
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

@@ -144,7 +144,8 @@ def verify_copy(copy: Path, expected: Catalog, size: int) -> dict[str, int]:
         for schema, name, kind, _, _ in got.entries:
             if kind == "table" and schema in COUNTED_SCHEMAS:
                 sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
-                counts[f"{schema}.{name}"] = int(con.execute(sql).fetchone()[0])
+                row = con.execute(sql).fetchone()
+                counts[f"{schema}.{name}"] = int(row[0]) if row else 0
         return counts
     except duckdb.Error as exc:
         raise SnapshotError(

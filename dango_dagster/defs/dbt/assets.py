@@ -20,11 +20,16 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging import version
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.constants import META_COLUMN_SCHEMA, META_MATERIALIZED_AS, META_ROW_COUNT
+from dango_dagster.constants import (
+    META_COLUMN_SCHEMA,
+    META_MATERIALIZED_AS,
+    META_ROW_COUNT,
+    ProjectNames,
+)
+from dango_dagster.defs.dbt import _compat as dbt_compat
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.lock.primitives import file_mutex
@@ -99,7 +104,8 @@ def ensure_manifest(config: ProjectConfig) -> Path:
             return manifest
         args = ["parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
         args += ["--target", config.dbt_target]
-        if config.settings.dbt.in_process:  # no second Python importing dbt again (~3 s)
+        # In process: no second Python importing dbt again (~3 s).
+        if config.settings.dbt.in_process and dbt_compat.supported():
             code, errors = run_dbt(args, cwd=project_dir, env=_dbt_vars(config))
             output = "\n".join(errors)
         else:
@@ -125,30 +131,35 @@ class DangoDbtTranslator(DagsterDbtTranslator):
 
     ``auto_dbt`` is Dango's ``platform.auto_dbt``: when false, models do not follow fresh raw
     data by themselves (no automation condition); schedules and manual runs still build them.
+    With a key prefix, every key (dbt sources too, so they still meet the ingestion assets' keys)
+    and group carries it.
     """
 
-    def __init__(self, auto_dbt: bool = True) -> None:
+    def __init__(self, auto_dbt: bool = True, names: ProjectNames | None = None) -> None:
         super().__init__()
         self.auto_dbt = auto_dbt
+        self.names = names or ProjectNames()
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         kind = dbt_resource_props["resource_type"]
         if kind in ("model", "seed", "snapshot"):
             schema = dbt_resource_props.get("schema") or "main"
-            return dg.AssetKey([schema, dbt_resource_props["name"]])
+            return dg.AssetKey(self.names.key_path(schema, dbt_resource_props["name"]))
         if kind == "source":
             # The table the source points at, whatever the dbt source is called: Dango names
             # them after the source (source('orders', 'orders') on raw_orders.orders), the demo
             # after the schema. [schema, table] is the ingestion asset's key: one lineage graph.
             schema = dbt_resource_props.get("schema") or dbt_resource_props["source_name"]
             table = dbt_resource_props.get("identifier") or dbt_resource_props["name"]
-            return dg.AssetKey([schema, table])
-        return super().get_asset_key(dbt_resource_props)
+            return dg.AssetKey(self.names.key_path(schema, table))
+        key = super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey(self.names.key_path(*key.path))
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
-            return dbt_resource_props.get("schema") or "dbt"
-        return super().get_group_name(dbt_resource_props)
+            return self.names.group(dbt_resource_props.get("schema") or "dbt")
+        group = super().get_group_name(dbt_resource_props)
+        return self.names.group(group) if group else None
 
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
@@ -168,24 +179,28 @@ class DangoDbtCliResource(DbtCliResource):
     in_process: bool = False
 
     def cli(self, args: Sequence[str], **kwargs: Any) -> Any:
-        if self.in_process and args and args[0] in IN_PROCESS_COMMANDS:
+        if self.in_process and args and args[0] in IN_PROCESS_COMMANDS and dbt_compat.supported():
             return in_process_cli(self, args, **kwargs)
         return super().cli(args, **kwargs)
 
+    # The two overrides below replace private dagster-dbt methods; they apply only where
+    # ``_compat`` confirms the dagster-dbt they were written for, else dagster-dbt's own run.
     @cached_property
     def _cli_version(self) -> version.Version:
-        if (
-            DBT_PYTHON_VERSION is not None
-            and Path(self.dbt_executable).parent == Path(sys.executable).parent
-        ):
-            return DBT_PYTHON_VERSION
+        same_env = Path(self.dbt_executable).parent == Path(sys.executable).parent
+        if same_env and dbt_compat.supported():
+            known = dbt_compat.dagster_dbt_internals().DBT_PYTHON_VERSION
+            if known is not None:
+                return known
         return super()._cli_version
 
     def _initialize_dbt_core_adapter(self, args: Any) -> Any:
         # dagster-dbt builds an in-process dbt adapter (importing dbt's adapter stack and parsing
         # every macro, seconds on 2 cores) only to fetch row counts and column metadata, which we
         # read straight from DuckDB under the lock instead.
-        return None
+        if dbt_compat.supported():
+            return None
+        return super()._initialize_dbt_core_adapter(args)
 
 
 def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
@@ -199,7 +214,12 @@ def build_dbt_resource(config: ProjectConfig) -> DangoDbtCliResource:
 
 
 def _model_metadata(
-    config: ProjectConfig, key: dg.AssetKey, documented: dg.TableSchema | None, *, during: bool
+    config: ProjectConfig,
+    key: dg.AssetKey,
+    documented: dg.TableSchema | None,
+    *,
+    during: bool,
+    names: ProjectNames | None = None,
 ) -> dict[str, Any]:
     """Row count (tables) and column types (tables and views) of a model dbt just built.
 
@@ -215,9 +235,10 @@ def _model_metadata(
     from dango_dagster.lake import connect_warehouse
     from dango_dagster.snapshots.verify import quote_ident
 
-    if len(key.path) != 2:
+    path = (names or ProjectNames()).unprefixed(key.path)
+    if len(path) != 2:
         return {}
-    schema, name = key.path
+    schema, name = path
     meta: dict[str, Any] = {}
     try:
         with connect_warehouse(config, read_only=not during) as con:
@@ -229,7 +250,9 @@ def _model_metadata(
             ).fetchall()
             if (schema, name) in table_names(con):
                 sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
-                meta[META_ROW_COUNT] = dg.MetadataValue.int(con.execute(sql).fetchone()[0])
+                meta[META_ROW_COUNT] = dg.MetadataValue.int(
+                    (con.execute(sql).fetchone() or (0,))[0]
+                )
                 meta[META_MATERIALIZED_AS] = dg.MetadataValue.text("table")
             elif columns:
                 meta[META_MATERIALIZED_AS] = dg.MetadataValue.text("view")
@@ -270,8 +293,12 @@ def prune_invocation_targets(project_dir: Path, op_name: str, keep: int = KEEP_I
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+def build_dbt_assets(
+    config: ProjectConfig, names: ProjectNames | None = None
+) -> dg.AssetsDefinition:
     """``@dbt_assets`` over the project's dbt project, every model writing under the gate."""
+    names = names or ProjectNames()
+    gate_key, dbt_key = names.gate_resource, names.dbt_resource
     manifest = ensure_manifest(config)
     project = DbtProject(
         project_dir=config.dbt_project_dir,
@@ -282,15 +309,14 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=manifest,
         project=project,
-        dagster_dbt_translator=DangoDbtTranslator(auto_dbt=config.platform.auto_dbt),
-        name="dbt_models",
+        dagster_dbt_translator=DangoDbtTranslator(config.platform.auto_dbt, names),
+        name=names.name("dbt_models"),
+        required_resource_keys={gate_key, dbt_key},
     )
-    def dbt_models(
-        context: dg.AssetExecutionContext,
-        dbt: DangoDbtCliResource,
-        warehouse_gate: WarehouseLockGate,
-    ) -> Iterator[Any]:
-        cfg = warehouse_gate.project_config()
+    def dbt_models(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        dbt: DangoDbtCliResource = getattr(context.resources, dbt_key)
+        warehouse_gate: WarehouseLockGate = getattr(context.resources, gate_key)
+        cfg = config
         os.environ.update(_dbt_vars(cfg))
         started = time.monotonic()
         # Each event is yielded as dbt reports it, so the UI shows models materializing and
@@ -308,7 +334,9 @@ def build_dbt_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             documented = context.assets_def.metadata_by_key[key].get(META_COLUMN_SCHEMA)
             extra = {
                 **session.metadata(),
-                **_model_metadata(cfg, key, getattr(documented, "schema", documented), during=live),
+                **_model_metadata(
+                    cfg, key, getattr(documented, "schema", documented), during=live, names=names
+                ),
             }
             return event.with_metadata({**event.metadata, **extra})
 

@@ -30,6 +30,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from dango_dagster.defs.dbt._compat import (
+    dagster_dbt_internals,
+    dbt_internals,
+    unique_target_path,
+)
+
 if TYPE_CHECKING:
     from dagster_dbt import DbtCliResource
     from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
@@ -136,11 +142,9 @@ class InProcessDbt:
             self.stdout.put(None)
 
     def _invoke(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> int:
-        from dbt.cli.main import dbtRunner
-        from dbt_common.events.functions import capture_stdout_logs, stop_capture_stdout_logs
-
+        dbt = dbt_internals()
         writer = _LineWriter(self.stdout)
-        capture_stdout_logs(cast(Any, writer))
+        dbt.capture_stdout_logs(cast(Any, writer))
         try:
             # A dbt process would run in the project folder with its own environment: relative
             # paths in profiles.yml (e.g. a DuckDB `path`) resolve against it. Both are
@@ -149,13 +153,13 @@ class InProcessDbt:
                 with self._state:
                     self._in_dbt = True
                 try:
-                    result = dbtRunner().invoke(args)
+                    result = dbt.dbtRunner().invoke(args)
                 finally:
                     with self._state:
                         self._in_dbt = False
         finally:
             # Reached however dbt ended, a stop included (delivered at the latest just above).
-            stop_capture_stdout_logs()
+            dbt.stop_capture_stdout_logs()
             writer.close_partial()
             release_dbt_state()
         if result.success:
@@ -194,10 +198,9 @@ class InProcessDbt:
         threading.Thread(target=self._cancel_queries, name="dbt-cancel", daemon=True).start()
 
     def _cancel_queries(self) -> None:
-        from dbt.adapters.factory import FACTORY
-
+        factory = dbt_internals().FACTORY
         while self._thread.is_alive():
-            for adapter in list(FACTORY.adapters.values()):
+            for adapter in list(factory.adapters.values()):
                 with contextlib.suppress(Exception):
                     adapter.cancel_open_connections()
             self._thread.join(_CANCEL_EVERY_SECONDS)
@@ -225,20 +228,15 @@ def release_dbt_state() -> None:
     itself at class level (it would keep the warehouse file open, and hand the next project the
     same database), so that is closed and dropped explicitly.
     """
-    from dbt.adapters.factory import reset_adapters
-    from dbt_common.events.event_manager_client import cleanup_event_logger
-
-    reset_adapters()
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # another adapter: reset_adapters was all there was to do
-        pass
-    else:
-        with DuckDBConnectionManager._LOCK:
-            env, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+    dbt = dbt_internals()
+    dbt.reset_adapters()
+    manager = dbt.DuckDBConnectionManager
+    if manager is not None:  # None: another adapter, reset_adapters was all there was to do
+        with manager._LOCK:
+            env, manager._ENV = manager._ENV, None
         if env is not None:
             env.close()
-    cleanup_event_logger()
+    dbt.cleanup_event_logger()
     for name in _DBT_PYTHON_LOGGERS:
         log = logging.getLogger(name)
         for handler in list(log.handlers):
@@ -283,24 +281,13 @@ def in_process_cli(
     environment (``DBT_TARGET_PATH``, ``DBT_LOG_FORMAT=json``, ...) becomes flags here.
     """
     from dagster import get_dagster_logger
-    from dagster_dbt.asset_utils import (
-        extract_runtime_selection_from_args,
-        get_updated_cli_invocation_params_for_context,
-    )
-    from dagster_dbt.compat import DBT_PYTHON_VERSION
-    from dagster_dbt.core.dbt_cli_invocation import (
-        PARTIAL_PARSE_FILE_NAME,
-        DbtCliInvocation,
-        _get_dbt_target_path,
-    )
-    from dagster_dbt.dagster_dbt_translator import DagsterDbtTranslator, validate_opt_translator
-    from dagster_dbt.dbt_manifest import validate_manifest
 
-    translator = validate_opt_translator(dagster_dbt_translator) or DagsterDbtTranslator()
-    cleaned_args, selects, excludes = extract_runtime_selection_from_args(args)
-    params = get_updated_cli_invocation_params_for_context(
+    ddbt = dagster_dbt_internals()
+    translator = ddbt.validate_opt_translator(dagster_dbt_translator) or ddbt.DagsterDbtTranslator()
+    cleaned_args, selects, excludes = ddbt.extract_runtime_selection_from_args(args)
+    params = ddbt.get_updated_cli_invocation_params_for_context(
         context=context,
-        manifest=validate_manifest(manifest) if manifest else {},
+        manifest=ddbt.validate_manifest(manifest) if manifest else {},
         dagster_dbt_translator=translator,
         runtime_selects=selects,
         runtime_excludes=excludes,
@@ -308,16 +295,17 @@ def in_process_cli(
     project_dir = Path(
         params.dbt_project.project_dir if params.dbt_project else resource.project_dir
     )
-    target_path = project_dir / (target_path or resource._get_unique_target_path(context=context))
+    target_path = project_dir / (target_path or unique_target_path(resource, context))
 
     # Partial parsing: start from the project's last parse, as DbtCliInvocation.run does.
-    parsed = _get_dbt_target_path()
+    parsed = ddbt.get_dbt_target_path()
+    partial_name = ddbt.PARTIAL_PARSE_FILE_NAME
     partial_parse = (parsed if parsed.is_absolute() else project_dir / parsed).joinpath(
-        PARTIAL_PARSE_FILE_NAME
+        partial_name
     )
-    if partial_parse.exists() and not (target_path / PARTIAL_PARSE_FILE_NAME).exists():
+    if partial_parse.exists() and not (target_path / partial_name).exists():
         target_path.mkdir(parents=True, exist_ok=True)
-        shutil.copy(partial_parse, target_path / PARTIAL_PARSE_FILE_NAME)
+        shutil.copy(partial_parse, target_path / partial_name)
 
     profile_args = ["--profile", resource.profile] if resource.profile else []
     profile_args += ["--target", resource.target] if resource.target else []
@@ -337,7 +325,7 @@ def in_process_cli(
         executable=resource.dbt_executable,
     )
     get_dagster_logger().info(f"Running dbt command in process: `{' '.join(process.args)}`.")
-    return DbtCliInvocation(
+    return ddbt.DbtCliInvocation(
         process=cast(subprocess.Popen, process),
         manifest=params.manifest,
         dagster_dbt_translator=params.dagster_dbt_translator,
@@ -346,6 +334,6 @@ def in_process_cli(
         raise_on_error=raise_on_error,
         context=context,
         adapter=None,
-        cli_version=DBT_PYTHON_VERSION,
+        cli_version=ddbt.DBT_PYTHON_VERSION,
         project=params.dbt_project,
     )

@@ -12,9 +12,12 @@ Each sync appends a row to Dango's sync history (``sync_history.py``), failed on
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig
+from dango_dagster.constants import ProjectNames
 from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.ingestion.files_asset import build_files_asset
 from dango_dagster.defs.ingestion.keys import source_asset_key
+
+_NO_NAMES = ProjectNames()
 
 
 def source_location(config: ProjectConfig, source: DangoSource) -> str:
@@ -29,14 +32,16 @@ def source_location(config: ProjectConfig, source: DangoSource) -> str:
     return source.type
 
 
-def source_specs(config: ProjectConfig, source: DangoSource) -> list[dg.AssetSpec]:
+def source_specs(
+    config: ProjectConfig, source: DangoSource, names: ProjectNames = _NO_NAMES
+) -> list[dg.AssetSpec]:
     """External assets for what the raw tables are loaded from, so lineage starts at the source."""
     where = source_location(config, source)
     kinds = {"csv" if source.type == "csv" else "files"} if source.is_files else {source.type}
     return [
         dg.AssetSpec(
-            key=source_asset_key(source, table),
-            group_name="sources",
+            key=source_asset_key(source, table, names),
+            group_name=names.group("sources"),
             kinds=kinds,
             description=source.description
             or f"{source.type} source {source.name!r}, table {table} (from {where}).",
@@ -54,10 +59,12 @@ def _tables(config: ProjectConfig, source: DangoSource) -> list[str]:
     return source_tables(config, source)
 
 
-def build_ingestion_assets(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
+def build_ingestion_assets(
+    config: ProjectConfig, source: DangoSource, names: ProjectNames = _NO_NAMES
+) -> dg.AssetsDefinition:
     """The ingestion asset(s) of one source: Dango's file loader, or dlt (``dlt_asset.py``)."""
     if source.is_files:
-        return build_files_asset(config, source)
+        return build_files_asset(config, source, names)
     from dango_dagster.defs.ingestion.dlt_asset import build_dlt_asset  # dlt only if needed
 
-    return build_dlt_asset(config, source)
+    return build_dlt_asset(config, source, names)

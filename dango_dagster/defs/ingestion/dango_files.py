@@ -288,7 +288,9 @@ def _swap(
         columns = existing or (staged[loading[0]].columns if loading else [])
         for f in loading:
             check_against(con, "stg", staged[f], columns, result.table)
-        before = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0] if existing else 0
+        before = (
+            (con.execute(f"SELECT count(*) FROM {target}").fetchone() or (0,))[0] if existing else 0
+        )
         con.execute("BEGIN TRANSACTION")
         try:
             _apply(con, source, target, columns, existing, staged, loading, new, deleted, result)
@@ -340,9 +342,12 @@ def _apply(
     for path in deleted:
         name = os.path.basename(path)
         if table_exists:
-            n = con.execute(
-                f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
-            ).fetchone()[0]
+            n = (
+                con.execute(
+                    f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
+                ).fetchone()
+                or (0,)
+            )[0]
             con.execute(f"DELETE FROM {target} WHERE _dango_filename = ?", [name])
             result.rows_removed += n
         con.execute(
@@ -356,9 +361,12 @@ def _apply(
         item = staged[path]
         name = os.path.basename(path)
         if path not in new_set:  # updated: its old rows go, in the same transaction
-            n = con.execute(
-                f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
-            ).fetchone()[0]
+            n = (
+                con.execute(
+                    f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
+                ).fetchone()
+                or (0,)
+            )[0]
             con.execute(f"DELETE FROM {target} WHERE _dango_filename = ?", [name])
             result.rows_removed += n
         try:
@@ -388,4 +396,4 @@ def _apply(
         result.rows_added += item.rows
         (result.new if path in new_set else result.updated).append(name)
     if table_exists:
-        result.total_rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        result.total_rows = (con.execute(f"SELECT count(*) FROM {target}").fetchone() or (0,))[0]

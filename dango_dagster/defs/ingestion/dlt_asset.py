@@ -22,6 +22,7 @@ from dango_dagster.constants import (
     META_ROW_COUNT,
     META_ROWS_LOADED,
     META_TABLE_NAME,
+    ProjectNames,
 )
 from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.gate import WarehouseLockGate
@@ -34,18 +35,21 @@ from dango_dagster.lock.primitives import file_mutex
 
 
 class DangoDltTranslator(DagsterDltTranslator):
-    def __init__(self, config: ProjectConfig, source: DangoSource) -> None:
+    def __init__(
+        self, config: ProjectConfig, source: DangoSource, names: ProjectNames | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.source = source
+        self.names = names or ProjectNames()
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         table = data.resource.name
         return spec.replace_attributes(
-            key=raw_asset_key(self.source, table),
-            deps=[source_asset_key(self.source, table)],
-            group_name=self.source.schema_name,
+            key=raw_asset_key(self.source, table, self.names),
+            deps=[source_asset_key(self.source, table, self.names)],
+            group_name=self.names.group(self.source.schema_name),
             description=(
                 f"Table {self.source.schema_name}.{table} of the warehouse, loaded by dlt from "
                 f"source {self.source.name!r} ({self.source.type})."
@@ -82,11 +86,16 @@ def run_ingestion(
     context: dg.AssetExecutionContext,
     gate: WarehouseLockGate,
     source_name: str,
+    config: ProjectConfig | None = None,
 ) -> Iterator[dg.MaterializeResult]:
-    """Extract and normalize outside the lock, load under it, report one result per table."""
-    config = gate.project_config()
+    """Extract and normalize outside the lock, load under it, report one result per table.
+
+    ``config``: the settings the definitions were built from (default: the gate's).
+    """
+    config = config or gate.project_config()
     source = config.source(source_name)
-    selected = {key.path[-1] for key in context.selected_asset_keys}
+    keys = {key.path[-1]: key for key in context.selected_asset_keys}
+    selected = set(keys)
     started_at = dt.datetime.now(dt.UTC)
     try:
         # Built fresh for each run, so what changed since the definitions loaded is picked up.
@@ -142,7 +151,7 @@ def run_ingestion(
     )
     for table in sorted(selected):
         yield dg.MaterializeResult(
-            asset_key=raw_asset_key(source, table),
+            asset_key=keys[table],
             metadata={
                 **_table_metadata(pipeline, table, row_counts.get(table, 0)),
                 **session.metadata(),
@@ -152,13 +161,18 @@ def run_ingestion(
         )
 
 
-def build_dlt_asset(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
+def build_dlt_asset(
+    config: ProjectConfig, source: DangoSource, names: ProjectNames | None = None
+) -> dg.AssetsDefinition:
     """dagster-dlt's asset specs for one dlt source; the body runs :func:`run_ingestion`.
 
     What ``@dlt_assets`` builds, minus the dlt source, pipeline and translator objects it stores
     as definition metadata for its ``DagsterDltResource`` (not used here): the UI could only show
-    them as "(unserializable)" rows.
+    them as "(unserializable)" rows; plus what ``@dlt_assets`` cannot take: the gate's resource
+    key, per project so two projects never collide.
     """
+    names = names or ProjectNames()
+    gate_key = names.gate_resource
     specs = [
         spec.replace_attributes(
             metadata={k: v for k, v in spec.metadata.items() if not k.startswith("dagster_dlt/")}
@@ -166,14 +180,18 @@ def build_dlt_asset(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefi
         for spec in build_dlt_asset_specs(
             dlt_source=build_dlt_source(config, source),
             dlt_pipeline=build_pipeline(config, source),
-            dagster_dlt_translator=DangoDltTranslator(config, source),
+            dagster_dlt_translator=DangoDltTranslator(config, source, names),
         )
     ]
 
-    @dg.multi_asset(name=f"ingest_{source.name}", specs=specs, can_subset=True)
-    def _ingest(
-        context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
-    ) -> Iterator[dg.MaterializeResult]:
-        yield from run_ingestion(context, warehouse_gate, source.name)
+    @dg.multi_asset(
+        name=names.name(f"ingest_{source.name}"),
+        specs=specs,
+        can_subset=True,
+        required_resource_keys={gate_key},
+    )
+    def _ingest(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        gate: WarehouseLockGate = getattr(context.resources, gate_key)
+        yield from run_ingestion(context, gate, source.name, config)
 
     return _ingest

@@ -17,6 +17,7 @@ from dango_dagster.constants import (
     META_ROW_COUNT,
     META_ROWS_LOADED,
     META_TABLE_NAME,
+    ProjectNames,
 )
 from dango_dagster.dango_project import DangoSource
 from dango_dagster.defs.gate import WarehouseLockGate
@@ -48,9 +49,12 @@ def _metadata(result: FilesLoadResult) -> dict[str, Any]:
 
 
 def run_files_sync(
-    context: dg.AssetExecutionContext, gate: WarehouseLockGate, source_name: str
+    context: dg.AssetExecutionContext,
+    gate: WarehouseLockGate,
+    source_name: str,
+    config: ProjectConfig | None = None,
 ) -> dg.MaterializeResult:
-    config = gate.project_config()
+    config = config or gate.project_config()
     source = config.source(source_name)
     started = dt.datetime.now(dt.UTC)
 
@@ -90,18 +94,23 @@ def run_files_sync(
         f"+{result.rows_added} / -{result.rows_removed} rows, {result.total_rows} in total."
     )
     return dg.MaterializeResult(
-        asset_key=raw_asset_key(source, source.name),
+        asset_key=context.asset_key,
         metadata=_metadata(result),
     )
 
 
-def build_files_asset(config: ProjectConfig, source: DangoSource) -> dg.AssetsDefinition:
+def build_files_asset(
+    config: ProjectConfig, source: DangoSource, names: ProjectNames | None = None
+) -> dg.AssetsDefinition:
     table = source.name
+    names = names or ProjectNames()
+    gate_key = names.gate_resource
 
     @dg.asset(
-        key=raw_asset_key(source, table),
-        deps=[source_asset_key(source, table)],
-        group_name=source.schema_name,
+        key=raw_asset_key(source, table, names),
+        deps=[source_asset_key(source, table, names)],
+        group_name=names.group(source.schema_name),
+        required_resource_keys={gate_key},
         kinds={"csv" if source.type == "csv" else "files", "duckdb"},
         description=(
             f"Table {source.schema_name}.{table}: the files of source {source.name!r} "
@@ -109,9 +118,8 @@ def build_files_asset(config: ProjectConfig, source: DangoSource) -> dg.AssetsDe
             "exactly as Dango's loader does (new, changed and removed files)."
         ),
     )
-    def _files(
-        context: dg.AssetExecutionContext, warehouse_gate: WarehouseLockGate
-    ) -> dg.MaterializeResult:
-        return run_files_sync(context, warehouse_gate, source.name)
+    def _files(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        gate: WarehouseLockGate = getattr(context.resources, gate_key)
+        return run_files_sync(context, gate, source.name, config)
 
     return _files

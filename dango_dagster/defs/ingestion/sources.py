@@ -30,7 +30,7 @@ import importlib  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
 import dlt  # noqa: E402
 from dlt.extract.resource import DltResource  # noqa: E402
@@ -175,7 +175,7 @@ def _filesystem(kwargs: dict[str, Any]) -> Any:
 
 def _verified(source: DangoSource, kwargs: dict[str, Any]) -> Any:
     try:
-        from dango.ingestion.sources.registry import get_source_metadata  # type: ignore[import-not-found]
+        from dango.ingestion.sources.registry import get_source_metadata
     except ImportError as exc:
         raise SourceError(
             f"Source {source.name!r} has type {source.type!r}, one of Dango's verified sources, "
@@ -250,7 +250,7 @@ def build_dlt_source(config: ProjectConfig, source: DangoSource) -> DltSource:
         if source.type == "rest_api":
             from dlt.sources.rest_api import rest_api_source
 
-            result: Any = rest_api_source(rest_api_config(kwargs), name=source.name)
+            result: Any = rest_api_source(cast(Any, rest_api_config(kwargs)), name=source.name)
         elif source.type == "filesystem":
             result = _filesystem(kwargs)
         elif source.type in _SQL_TYPES:

@@ -17,6 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dango_dagster.config import ProjectConfig
 from dango_dagster.dango_project import DangoSource
@@ -101,13 +102,16 @@ def _matches(con, config: ProjectConfig, source: DangoSource, files: list[Upload
         recorded[rel.as_posix()] = (size, mtime)
     if set(recorded) != {f.relpath for f in files}:
         return False
+
     # Dango stores datetime.fromtimestamp(st_mtime): local and naive.
-    return all(
-        recorded[f.relpath][0] in (None, f.size)
-        and (
-            recorded[f.relpath][1] is None
-            or abs((recorded[f.relpath][1] - dt.datetime.fromtimestamp(f.mtime)).total_seconds())
-            <= _MTIME_TOLERANCE_S
+    def same(f: Any) -> bool:
+        size, mtime = recorded[f.relpath]
+        if size not in (None, f.size):
+            return False
+        if mtime is None:
+            return True
+        return abs((mtime - dt.datetime.fromtimestamp(f.mtime)).total_seconds()) <= (
+            _MTIME_TOLERANCE_S
         )
-        for f in files
-    )
+
+    return all(same(f) for f in files)
