@@ -269,11 +269,12 @@ class WarehouseLockGate(dg.ConfigurableResource):
         """A callback for a wait before the lock (``file_mutex``'s ``on_wait``): another run of
         the same source is loading, say. The run shows it as waiting, like a wait for the lock."""
         status = SyncStatus.open(self.project_config().state_dir, context.run.run_id)
+        run = RunHandle.of(context)
 
         def report(waited: float) -> None:
             if waited == 0:  # the first report of this wait
                 context.log.warning(f"{operation} waits for {what}.")
-                _set_tag(context, "waiting", what)
+                run.set_tags("waiting", what)
             status.update(
                 "lock_waiting", f"{operation} waits for {what} ({waited:.0f} s)", holder=None
             )
