@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from dango_dagster._fs import atomic_write_json
 from dango_dagster.errors import ProjectConfigError, SnapshotError
-from dango_dagster.lake.extensions import duckdb_config, extension_directory
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,6 +82,8 @@ class Lake:
         """An in-memory DuckDB with the lake attached (and in use) as ``lake``."""
         import duckdb
 
+        from dango_dagster.lake.extensions import duckdb_config
+
         con = duckdb.connect(config=duckdb_config())
         try:
             con.execute(self.attach_sql(read_only=read_only, snapshot=snapshot))
@@ -119,6 +120,8 @@ class Lake:
 
     def dbt_env(self) -> dict[str, str]:
         """What the demo profile's ``ducklake`` target reads (profiles.yml)."""
+        from dango_dagster.lake.extensions import extension_directory
+
         return {
             "DANGO_LAKE_ATTACH": self.attach_path,
             "DANGO_LAKE_DATA_PATH": str(self.data_path) + "/",
@@ -131,6 +134,7 @@ class Lake:
         from dlt.destinations import ducklake
 
         from dango_dagster.lake._compat import ducklake_credentials
+        from dango_dagster.lake.extensions import duckdb_config
 
         storage = str(self.data_path) + "/"
         creds = ducklake_credentials(LAKE_NAME, self.catalog, storage, duckdb_config())
