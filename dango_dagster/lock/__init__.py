@@ -2,9 +2,9 @@
 
 One OS-level lock on ``.dango/state/dbt.lock`` shared with Dango's own CLI; holder info in
 ``dbt.lock.json``. ``core`` holds the rules, ``info`` the holder info and stale detection,
-``primitives`` the platform calls, ``registry`` the per-process re-entrancy, ``target`` which
-backend a project uses, ``holder`` who holds it now, ``postgres`` the advisory lock for several
-hosts (docs/SCALING.md).
+``primitives`` the platform calls, ``registry`` the per-process re-entrancy, ``reporter`` the
+wait as its user sees it, ``target`` which backend a project uses, ``holder`` who holds it now,
+``postgres`` the advisory lock for several hosts (docs/SCALING.md).
 """
 
 from dango_dagster.lock.core import (

@@ -56,6 +56,7 @@ from dango_dagster.lock.primitives import (
     unlock,
 )
 from dango_dagster.lock.registry import Held, KeyState, generation, key_for, state_for
+from dango_dagster.lock.reporter import WaitReporter as _Reporter
 from dango_dagster.lock.target import lock_target
 
 if TYPE_CHECKING:
@@ -75,45 +76,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_REPORT_INTERVAL_S = 5.0
-
-
-class _Reporter:
-    """Calls the ``on_wait`` hook when a wait starts and every ``interval`` seconds after."""
-
-    def __init__(
-        self, lock: DbtLock, hook: Callable[[LockWait], None] | None, timeout: float | None
-    ) -> None:
-        self.lock, self.hook, self.timeout = lock, hook, timeout
-        # Who blocks us, for reports and the timeout error (DbtLock points it at the phase's lock).
-        self.who: Callable[[], LockHolder | None] = lambda: read_lock_holder(
-            lock.project_dir, lock.target
-        )
-        self.start = time.monotonic()
-        self.deadline = None if timeout is None else self.start + max(0.0, timeout)
-        self._next = self.start
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def slice(self) -> float:
-        """How long to block before the next report or the deadline, whichever comes first."""
-        now = time.monotonic()
-        wake = self._next if self.hook is not None else now + self.lock.report_interval
-        if self.deadline is not None:
-            wake = min(wake, self.deadline)
-        return max(0.0, wake - now)
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if self.hook is None or now < self._next:
-            return
-        self._next = now + self.lock.report_interval
-        self.hook(LockWait(now - self.start, self.timeout, self.who()))
-
-    def timeout_error(self) -> DbtLockTimeout:
-        holder = self.who()
-        waited = time.monotonic() - self.start
-        return DbtLockTimeout(self.lock.project_dir, holder, waited, self.timeout)
 
 
 @functools.lru_cache(maxsize=4)
