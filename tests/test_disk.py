@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dango_dagster.config import CONFIG_RELPATH, load_config
+from dango_dagster.config import SETTINGS_RELPATH, load_config
+from dango_dagster.defs.ingestion.sources import pipelines_root
 from dango_dagster.demo import init_demo_project
 from dango_dagster.sync import open_instance, run_pipeline
 
@@ -30,8 +31,10 @@ def test_ten_syncs_keep_disk_bounded(tmp_path: Path) -> None:
     fill the kept history (2 dbt target folders, 1 dlt package, 3 runs, 3 snapshots a user),
     the project folder stops growing."""
     project = init_demo_project(tmp_path / "shop", rows=300)
-    config_file = project / CONFIG_RELPATH
-    config_file.write_text(config_file.read_text() + "\nautomation:\n  keep_runs: 3\n")
+    settings = project / SETTINGS_RELPATH
+    text = settings.read_text() if settings.exists() else ""
+    assert "automation:" not in text
+    settings.write_text(text + "\nautomation:\n  keep_runs: 3\n")
     config = load_config(project)
     sizes = []
     with open_instance(config) as instance:
@@ -40,7 +43,9 @@ def test_ten_syncs_keep_disk_bounded(tmp_path: Path) -> None:
             assert outcome.success, outcome.error
             sizes.append(_du(project))
         assert len(instance.get_run_ids()) == 3
-    growth = sizes[-1] - sizes[4]
+    # The warehouse swings by ~1.5 MB between syncs (WAL, then CHECKPOINT), so compare peaks:
+    # what is left growing is Dagster's index and the status files (~0.1 MB a sync).
+    growth = max(sizes[6:]) - max(sizes[2:5])
     assert growth < 1.5 * MB, [f"{s / MB:.1f}" for s in sizes]
-    assert len(list((config.state_dir / "dlt").glob("*/load/loaded/*"))) == 1
+    assert len(list(pipelines_root(config).glob("*/load/loaded/*"))) <= 1
     assert len(list((config.dbt_project_dir / "target").glob("dbt_models-*"))) <= 2

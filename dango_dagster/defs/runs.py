@@ -28,6 +28,7 @@ import dagster as dg
 from dango_dagster.config import ProjectConfig
 from dango_dagster.constants import DEAD_RUNS_SENSOR, TAG_HOST, TAG_PID, TAG_PROCESS_START
 from dango_dagster.defs.failures import FailureExplanation, explain_step_failure
+from dango_dagster.defs.ingestion.sources import pipelines_root
 from dango_dagster.disk import prune_load_packages, prune_logs
 from dango_dagster.lock.info import process_gone_reason
 from dango_dagster.sync_status import (
@@ -182,7 +183,7 @@ class RunRecorder:
     def prune(self) -> None:
         """Delete what older runs left behind (best effort: pruning never fails a run)."""
         with contextlib.suppress(Exception):
-            prune_load_packages(self.config.state_dir / "dlt")
+            prune_load_packages(pipelines_root(self.config))
         with contextlib.suppress(Exception):
             prune_logs(self.config.logs_dir)
         with contextlib.suppress(Exception):

@@ -278,6 +278,11 @@ def source_tables(config: ProjectConfig, source: DangoSource) -> list[str]:
     return list(build_dlt_source(config, source).selected_resources.keys())
 
 
+def pipelines_root(config: ProjectConfig) -> Path:
+    """Where dlt keeps each pipeline's working folder (state, load packages)."""
+    return config.own_state_dir / "dlt"
+
+
 def build_pipeline(
     config: ProjectConfig, source: DangoSource, *, pipelines_dir: Path | None = None
 ) -> dlt.Pipeline:
@@ -295,5 +300,5 @@ def build_pipeline(
         pipeline_name=source.name,
         destination=destination,
         dataset_name=source.schema_name,
-        pipelines_dir=str(pipelines_dir or config.own_state_dir / "dlt"),
+        pipelines_dir=str(pipelines_dir or pipelines_root(config)),
     )
