@@ -83,6 +83,7 @@ def _old_code(folder: Path) -> Path:
         capture_output=True,
         check=True,
     ).stdout
+    folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 

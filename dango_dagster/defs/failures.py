@@ -10,13 +10,12 @@ run's status file alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dango_dagster.disk import disk_advice, full_folder, is_disk_full
 
 if TYPE_CHECKING:
     import dagster as dg
-    from dagster._utils.error import SerializableErrorInfo
 
     from dango_dagster.config import ProjectConfig
 
@@ -45,12 +44,10 @@ class FailureExplanation:
     interrupted: bool = False
     disk_full: bool = False
 
-    def lines(self) -> list[str]:
-        return [f"error: {self.cause}", f"fix:   {self.fix}"]
 
-
-def _chain(error: SerializableErrorInfo | None) -> list[SerializableErrorInfo]:
-    chain: list[SerializableErrorInfo] = []
+def _chain(error: Any) -> list[Any]:
+    """A ``SerializableErrorInfo`` and its causes (``cause``, else ``context``), outermost first."""
+    chain: list[Any] = []
     while error is not None and len(chain) < 20:
         chain.append(error)
         error = error.cause or error.context
