@@ -250,3 +250,36 @@ def test_verified_source_comes_from_getdangos_vendored_code(tmp_path: Path) -> N
     source = build_dlt_source(config, config.source("games"))
     assert source.name == "games"
     assert "players_games" in source.resources
+
+
+def test_holder_info_dango_is_writing_is_never_cleaned(tmp_path: Path) -> None:
+    """The deterministic case: Dango holds the lock and its info is caught between truncate and
+    write (empty). Our acquisition attempts must leave that file alone."""
+    root = tmp_path / "p"
+    (root / ".dango" / "state").mkdir(parents=True)
+    script = (
+        "import sys, time; from pathlib import Path; from dango.utils.dbt_lock import DbtLock\n"
+        "lock = DbtLock(Path(sys.argv[1]), source='cli', operation='dango sync')\n"
+        "lock.acquire(timeout=5); print('HELD', flush=True); time.sleep(30)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE, text=True,
+        env=_env(tmp_path),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "HELD"
+        from dango_dagster.errors import DbtLockTimeout
+        from dango_dagster.lock import DbtLock
+
+        info = root / ".dango" / "state" / "dbt.lock.json"
+        info.write_text("")  # the moment between Dango's truncate and its write
+        for _ in range(5):
+            with pytest.raises(DbtLockTimeout):
+                DbtLock(root, source="dagster", operation="dlt load").acquire(timeout=0)
+            assert info.exists(), "our stale-info cleanup removed info Dango was writing"
+        info.write_text(json.dumps({"pid": holder.pid, "source": "cli", "operation": "x"}))
+        with pytest.raises(DbtLockTimeout, match=f"PID {holder.pid}"):
+            DbtLock(root, source="dagster", operation="dlt load").acquire(timeout=0)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
