@@ -67,8 +67,7 @@ def test_demo_sync_on_ducklake_gives_the_marts_of_the_file(
     import duckdb
 
     from dango_dagster.config import load_config
-    from dango_dagster.lake import lake_for, published_snapshot
-    from dango_dagster.lock import DbtLock
+    from dango_dagster.lake import published_snapshot
     from dango_dagster.notebook import connect
 
     file_proj, lake_proj = tmp_path / "file", tmp_path / "lake"
@@ -94,10 +93,22 @@ def test_demo_sync_on_ducklake_gives_the_marts_of_the_file(
     with connect(project_dir=lake_proj) as con:
         assert _marts(con) == expected
 
-    # Later commits do not reach the pinned reader; a refresh sees them.
-    lake = lake_for(config)
-    with DbtLock(lake_proj, source="test", operation="late write"), lake.connect() as con:
-        con.execute("CREATE TABLE marts.late AS SELECT 1 AS x")
+    # A user's own asset writes the lake through DangoDuckDBResource (under the lock); that later
+    # commit does not reach the pinned reader, a refresh sees it.
+    import dagster as dg
+
+    from dango_dagster.defs.resource import DangoDuckDBResource
+
+    @dg.asset(required_resource_keys={"duckdb"})
+    def late(context) -> None:  # noqa: ANN001 - a string annotation would not resolve here
+        with context.resources.duckdb.get_connection() as con:
+            con.execute("CREATE TABLE marts.late AS SELECT 1 AS x")
+
+    written = dg.materialize(
+        [late], resources={"duckdb": DangoDuckDBResource(project_dir=str(lake_proj))}
+    )
+    assert written.success
+    assert not config.warehouse_path.exists()
     with connect(project_dir=lake_proj) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert "late" not in tables and published_snapshot(config) == pinned

@@ -27,6 +27,7 @@ from dango_dagster.config import ProjectConfig
 from dango_dagster.defs.gate import RunHandle, hold_warehouse_lock
 from dango_dagster.defs.settings import config_for
 from dango_dagster.errors import SnapshotError
+from dango_dagster.lake import lake_for, open_published
 
 __all__ = ["DangoDuckDBResource", "current_run"]
 
@@ -72,7 +73,10 @@ class DangoDuckDBResource(DuckDBResource):
     project_dir: str = Field(description="The Dango project folder whose warehouse this writes.")
     database: str = Field(
         default="",
-        description="Leave empty: the project's warehouse (warehouse.path of its settings).",
+        description=(
+            "Leave empty: the project's warehouse (its DuckDB file, or its DuckLake attached as "
+            "`lake` when warehouse.kind is ducklake)."
+        ),
     )
     queue_timeout_seconds: float | None = Field(
         default=None, description="Override of the project's lock.queue_timeout_seconds."
@@ -108,8 +112,11 @@ class DangoDuckDBResource(DuckDBResource):
             queue_timeout=self.queue_timeout_seconds,
             report_interval=self.report_interval_seconds,
         ):
-            config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = duckdb.connect(self._database(config), config=self._duckdb_config())
+            if config.settings.warehouse.kind == "ducklake" and not self.database:
+                conn = lake_for(config).connect()  # the lake attached and in use, as `lake`
+            else:
+                config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+                conn = duckdb.connect(self._database(config), config=self._duckdb_config())
             try:
                 yield conn
             finally:
@@ -118,7 +125,12 @@ class DangoDuckDBResource(DuckDBResource):
     @contextlib.contextmanager
     def get_snapshot_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the published snapshot; takes no lock and blocks no one."""
-        path = self.project_config().published_snapshot_path
+        config = self.project_config()
+        if config.settings.warehouse.kind == "ducklake":  # the pinned DuckLake snapshot
+            with open_published(config) as pinned:
+                yield pinned
+            return
+        path = config.published_snapshot_path
         if not path.exists():
             raise SnapshotError(
                 f"No published snapshot at {path} yet.",
