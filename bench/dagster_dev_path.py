@@ -188,17 +188,18 @@ class DagsterDev:
             lambda: not self.instance.get_run_records(dg.RunsFilter(statuses=_ACTIVE), limit=1),
         )
 
-    def wait_sensor_ticked(self, name: str = UPLOADS_SENSOR) -> None:
-        """Until the daemon has evaluated sensor ``name`` once (the code location is up)."""
+    def wait_sensor_ticked(self, name: str = UPLOADS_SENSOR, after: float = 0.0) -> None:
+        """Until the daemon has evaluated sensor ``name`` (after ``after``, a Unix time)."""
 
         def ticked() -> bool:
             for state in self.instance.all_instigator_state():
                 if state.instigator_name == name:
                     origin, selector = state.instigator_origin_id, state.selector_id
-                    return bool(self.instance.get_ticks(origin, selector, limit=1))
+                    ticks = self.instance.get_ticks(origin, selector, limit=1)
+                    return bool(ticks) and ticks[0].timestamp > after
             return False
 
-        self._wait(f"the first tick of {name}", self.startup_timeout, ticked)
+        self._wait(f"a tick of {name}", self.startup_timeout, ticked)
 
     def startup_run(self) -> dict[str, Any]:
         """On a project never loaded, the sensor's first tick loads it: that run is the warm-up.
