@@ -6,7 +6,9 @@ projects made by `dango-dagster demo init` from the same seed: one with the defa
 warehouse, one with ``warehouse.kind: ducklake`` on the session's PostgreSQL (catalog) and a local
 data folder. DuckLake needs duckdb 1.5.5 with its extension packages laid out, which only the
 second resolution (.venv-dango, beside getdango) has: in the duckdb 2.0 pass this test skips,
-saying so.
+saying so. It costs 40-100 s on 2 busy cores (two whole syncs side by side, a Dagster run of a user
+asset, an API server): it is the acceptance of DuckLake as a warehouse, so everything is checked
+on one pair of syncs rather than spread over several tests.
 """
 
 from __future__ import annotations
