@@ -236,3 +236,50 @@ def test_filesystem_source_reads_by_extension(tmp_path: Path) -> None:
     _run_source(config, "files")
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
         assert con.execute("SELECT sum(qty) FROM raw_files.stock").fetchone() == (3,)
+
+
+@pytest.mark.slow
+def test_empty_replace_of_a_dlt_source_is_refused_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dango's empty_sync_policy for dlt sources: a replace resource that returns no rows must
+    not empty a table with rows (block, the default); `allow` lets it."""
+    from dango_dagster.sync import run_pipeline
+
+    root = init_demo_project(tmp_path / "shop", rows=20)
+    (root / "custom_sources").mkdir()
+    (root / "custom_sources" / "stock_mod.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            import dlt
+
+            @dlt.resource(write_disposition="replace")
+            def stock():
+                yield [{"sku": i} for i in range(int(os.environ["STOCK_ROWS"]))]
+            """
+        )
+    )
+    config = _add_sources(
+        root,
+        """\
+        - name: wh
+          type: dlt_native
+          dlt_native: {source_module: stock_mod, source_function: stock}
+        """,
+    )
+
+    def sync() -> tuple[bool, str | None, int]:
+        outcome = run_pipeline(load_config(root), sources=["wh"], sync_only=True, quiet=True)
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+            rows = con.execute("SELECT count(*) FROM raw_wh.stock").fetchone()[0]
+        return outcome.success, outcome.error, rows
+
+    monkeypatch.setenv("STOCK_ROWS", "3")
+    assert sync()[::2] == (True, 3)
+    monkeypatch.setenv("STOCK_ROWS", "0")
+    ok, error, rows = sync()
+    assert (ok, rows) == (False, 3) and "empty_sync_policy: allow" in (error or "")
+    path = root / ".dango" / "sources.yml"
+    path.write_text(path.read_text() + "  empty_sync_policy: allow\n")
+    assert sync()[::2] == (True, 0)

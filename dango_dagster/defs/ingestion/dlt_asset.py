@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dlt import DagsterDltTranslator, build_dlt_asset_specs
 from dagster_dlt.translator import DltResourceTranslatorData
 
@@ -82,6 +83,48 @@ def _table_metadata(pipeline: Any, table: str, rows: int | None) -> dict[str, An
     return meta
 
 
+def _empty_replace_block(
+    config: ProjectConfig,
+    source: DangoSource,
+    dlt_source: Any,
+    tables: set[str],
+    row_counts: dict[str, int],
+) -> str | None:
+    """Dango's empty-replace protection for dlt sources: a ``replace`` resource that extracted no
+    rows would empty a table that has rows. Unless ``empty_sync_policy: allow``, the sync is
+    refused and nothing is loaded (called under the lock, before the load)."""
+    if source.empty_sync_policy == "allow":
+        return None
+    empty = [
+        t
+        for t in sorted(tables)
+        if row_counts.get(t, 0) == 0
+        and getattr(dlt_source.resources[t], "write_disposition", None) == "replace"
+    ]
+    if not empty:
+        return None
+    kept: dict[str, int] = {}
+    with contextlib.closing(connect_warehouse(config, read_only=False)) as con:
+        for table in empty:
+            try:
+                row = con.execute(
+                    f'SELECT count(*) FROM "{source.schema_name}"."{table}"'
+                ).fetchone()
+            except duckdb.Error:
+                continue  # no table yet: nothing to protect
+            if row and row[0]:
+                kept[table] = int(row[0])
+    if not kept:
+        return None
+    what = ", ".join(f"{source.schema_name}.{t} ({n:,} rows)" for t, n in kept.items())
+    return (
+        f"Source {source.name!r} returned no rows for {what}; replacing would empty it, so "
+        "nothing was loaded and the existing rows are preserved. If the source really is empty "
+        f"now, set `empty_sync_policy: allow` for source {source.name!r} in .dango/sources.yml "
+        f"(Dango: dango sync {source.name} --allow-empty-replace)."
+    )
+
+
 def run_ingestion(
     context: dg.AssetExecutionContext,
     gate: WarehouseLockGate,
@@ -125,6 +168,10 @@ def run_ingestion(
             with gate.hold(
                 context, operation=f"dlt load {source.name}", phase="data_load"
             ) as session:
+                blocked = _empty_replace_block(config, source, dlt_source, selected, row_counts)
+                if blocked:
+                    pipeline.drop_pending_packages()  # never loaded later by another run
+                    raise dg.Failure(description=blocked)
                 load_info = pipeline.load()
                 load_info.raise_on_failed_jobs()
                 loaded = sum(row_counts.get(t, 0) for t in selected)
