@@ -166,7 +166,13 @@ def run_pipeline(
         tags[TAG_LOCK_TIMEOUT] = str(wait_seconds)
     cleanup_finished(config.state_dir, config.automation.status_keep_hours * 3600)
     status = SyncStatus(config.state_dir, run_id)
-    status.update("queued", f"Sync of {', '.join(sources) if sources else 'all sources'} queued")
+    status.update(
+        "queued",
+        f"Sync of {', '.join(sources) if sources else 'all sources'} queued",
+        # Dango's web UI labels a status file by these (it shows ours beside its own).
+        sources=list(sources or (s.name for s in config.sources)),
+        source_label="dagster",
+    )
     recorder = RunRecorder(instance, config, run_id)
 
     stop = threading.Event()
