@@ -13,6 +13,7 @@ on one pair of syncs rather than spread over several tests.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_demo_sync_on_ducklake_gives_the_marts_of_the_file(
         assert server.query("SELECT * FROM read_csv('/etc/passwd')", key).status_code >= 400
     finally:
         server.stop()
+
+    # Compaction expires what no reader can be pinned to (older than the published snapshot)
+    # and leaves the published data exactly as it was.
+    compacted = subprocess.run(
+        [CLI, "lake", "compact", "--project", str(lake_proj), "--keep-hours", "0", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert compacted.returncode == 0, compacted.stderr
+    done = json.loads(compacted.stdout)
+    assert done["snapshots_expired"] > 0 and done["published_snapshot"] == pinned
+    with connect(project_dir=lake_proj) as con:
+        assert _marts(con) == expected

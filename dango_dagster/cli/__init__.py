@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "snapshot_cmd",
     "api_cmd",
     "query_cmd",
+    "lake_cmd",
 )
 
 
