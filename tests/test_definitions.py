@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
@@ -50,20 +51,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return init_demo_project(tmp_path_factory.mktemp("defs") / "shop", rows=20)
 
 
-def test_code_location_loads_for_a_demo_project(demo: Path, snapshot: SnapshotAssertion) -> None:
-    env = {**os.environ, "DANGO_PROJECT_DIR": str(demo)}
-    env.pop("DAGSTER_HOME", None)
+def _json_of(cmd: list[str], cwd: Path, **env: str) -> Any:
+    """Run ``cmd`` in a fresh process (no DAGSTER_HOME / DANGO_PROJECT_DIR but ``env``); the JSON
+    it prints last."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("DANGO_PROJECT_DIR", "DAGSTER_HOME")}
     done = subprocess.run(
-        [sys.executable, "-c", SUMMARY],
-        cwd=demo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        cmd, cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    out = done.stdout.strip()
+    return json.loads(out if out.startswith("{\n") else out.splitlines()[-1])
+
+
+def test_code_location_loads_for_a_demo_project(demo: Path, snapshot: SnapshotAssertion) -> None:
+    summary = _json_of([sys.executable, "-c", SUMMARY], demo, DANGO_PROJECT_DIR=str(demo))
     # What a user checks first: the pipeline job and the lineage from source to snapshot.
     assert "dango_pipeline" in summary["jobs"]
     assert {
@@ -78,17 +79,6 @@ def test_code_location_loads_for_a_demo_project(demo: Path, snapshot: SnapshotAs
 def test_repository_root_is_a_dg_project() -> None:
     """``[tool.dg]`` in pyproject.toml: ``dg list defs`` (and so ``dg dev``) loads the demo."""
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("DANGO_PROJECT_DIR", "DAGSTER_HOME")}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    listed = json.loads(done.stdout)
+    listed = _json_of([str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"], root)
     assert "dango_pipeline" in {job["name"] for job in listed["jobs"]}
     assert "snapshots/warehouse" in {asset["asset_key"] for asset in listed["assets"]}
