@@ -160,6 +160,12 @@ def test_dlt_native_from_custom_sources(tmp_path: Path) -> None:
         """,
     )
     source = config.source("nums")
+    # Its asset: dagster-dlt's spec, without the dlt objects the UI shows as "(unserializable)".
+    from dango_dagster.defs.ingestion.assets import build_ingestion_assets
+
+    (spec,) = build_ingestion_assets(config, source).specs
+    assert spec.key.path == ["raw_nums", "squares"]
+    assert not [k for k in spec.metadata if k.startswith("dagster_dlt/")], spec.metadata
     build_pipeline(config, source).run(build_dlt_source(config, source)).raise_on_failed_jobs()
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
         assert con.execute("SELECT sum(sq) FROM raw_nums.squares").fetchone() == (14,)
