@@ -97,7 +97,7 @@ def reconcile_dead_runs(instance: dg.DagsterInstance, config: ProjectConfig) -> 
         if status is not None and status.get("phase") not in FINISHED_PHASES:
             mark_interrupted(path, status, reason)
         message = (
-            f"Run {run.run_id[:8]} died: {reason}. Marked failed by the next run (pid "
+            f"Run {run.run_id[:8]} died: {reason}. Marked failed by dango-dagster (PID "
             f"{os.getpid()}); the warehouse lock was freed by the kernel when it died."
         )
         with contextlib.suppress(Exception):  # another reconciler got there first
