@@ -20,6 +20,7 @@ from pause_support import start_sync
 
 from dango_dagster.config import load_config
 from dango_dagster.demo import init_demo_project
+from dango_dagster.sync_status import list_statuses
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,15 @@ def test_full_disk_in_each_part_loses_nothing_and_heals(
     assert first.returncode == 0, out + err
     before = _counts(project)
 
+    uploads = project / "data" / "uploads" / "orders"
     for part, folder in folders.items():
+        extra = None
+        if part == "warehouse":  # new rows, so the load itself must write the full warehouse
+            header, *rows = sorted(uploads.glob("*.csv"))[0].read_text().splitlines()
+            # Far more than the few KB left: the load's swap cannot commit.
+            fresh = [f"{900000 + i},{rows[i % len(rows)].split(',', 1)[1]}" for i in range(20000)]
+            extra = uploads / "orders_more.csv"
+            extra.write_text("\n".join([header, *fresh]) + "\n")
         filler = _fill(folder)
         proc = start_sync(project)
         out, err = proc.communicate(timeout=300)
@@ -121,6 +130,10 @@ def test_full_disk_in_each_part_loses_nothing_and_heals(
         assert "Traceback" not in err, f"{part}: {err}"
         filler.unlink()
         assert _counts(project) == before, f"{part}: rows lost"
+        if extra is not None:
+            newest = list_statuses(load_config(project).state_dir)[0]
+            assert newest["phase"] == "failed" and "orders" in newest["step"], newest
+            extra.unlink()
 
     healed = start_sync(project)
     out, err = healed.communicate(timeout=300)
