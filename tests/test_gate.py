@@ -1,5 +1,6 @@
 """The lock gate inside real Dagster runs, against a real outside process holding the lock."""
 
+import json
 import os
 import subprocess
 import sys
@@ -222,3 +223,56 @@ def test_run_writes_its_own_final_state(project_dir: Path, monkeypatch: pytest.M
     assert status["phase"] == "failed" and status["pid"] == os.getpid()
     assert status["message"] == "RuntimeError: transform exploded"  # not Dagster's wrapper
     assert status["step"] == "write_then_fail" and status["waited_seconds"] < 1
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def _noop_job() -> None:
+    _noop()
+
+
+def test_dead_runs_sensor_fails_a_run_whose_process_is_gone(project_dir: Path) -> None:
+    """A run left STARTED by a process that died (here: a real process that exited) is marked
+    failed with the reason by the sensor's tick, and its status file ``interrupted``."""
+    import psutil
+
+    from dango_dagster.config import load_config
+    from dango_dagster.defs.runs import build_dead_runs_sensor
+    from dango_dagster.sync_status import SyncStatus
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(gone.stdout)
+    assert not psutil.pid_exists(pid)
+    config = load_config(project_dir)
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(
+            _noop_job,
+            tags={"dango/pid": str(pid), "dango/process_start_time": "1.0", "dango/host": ""},
+        )
+        instance.handle_run_event(
+            run.run_id,
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+            ),
+        )
+        status = SyncStatus(config.state_dir, run.run_id)
+        status.update("dbt", "dbt build: writing the warehouse")
+        data = read_status(status.path)
+        data["pid"] = pid  # the dead process wrote it
+        status.path.write_text(json.dumps(data))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+        sensor = build_dead_runs_sensor(config)
+        sensor(dg.build_sensor_context(instance=instance))
+        after = instance.get_run_by_id(run.run_id)
+        assert after.status == dg.DagsterRunStatus.FAILURE
+        messages = " ".join(e.message or "" for e in instance.all_logs(run.run_id))
+        assert f"process {pid} gone during dbt build" in messages
+    final = read_status(status.path)
+    assert final["phase"] == "interrupted" and final["pid"] == pid
