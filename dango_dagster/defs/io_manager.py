@@ -53,10 +53,15 @@ class _LockedDuckDbClient(DuckDbClient):
             "data_load",
             queue_timeout=self._owner.queue_timeout_seconds,
         ):
-            conn = duckdb.connect(
-                self._owner.database or str(self._config.warehouse_path),
-                config={"custom_user_agent": "dagster", **self._owner.connection_config},
-            )
+            if not self._owner.database and self._config.settings.warehouse.kind == "ducklake":
+                from dango_dagster.lake import connect_warehouse  # the lake attached and in use
+
+                conn = connect_warehouse(self._config, read_only=False)
+            else:
+                conn = duckdb.connect(
+                    self._owner.database or str(self._config.warehouse_path),
+                    config={"custom_user_agent": "dagster", **self._owner.connection_config},
+                )
             try:
                 yield conn
             finally:
