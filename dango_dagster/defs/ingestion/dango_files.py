@@ -323,6 +323,13 @@ def _blocked(result: FilesLoadResult, before: int) -> None:
     result.total_rows = before
 
 
+def _remove_file_rows(con: duckdb.DuckDBPyConnection, target: str, name: str) -> int:
+    """Delete one file's rows from the raw table (a removed or changed file); how many went."""
+    row = con.execute(f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]).fetchone()
+    con.execute(f"DELETE FROM {target} WHERE _dango_filename = ?", [name])
+    return int(row[0]) if row else 0
+
+
 def _apply(
     con: duckdb.DuckDBPyConnection,
     source: DangoSource,
@@ -342,14 +349,7 @@ def _apply(
     for path in deleted:
         name = os.path.basename(path)
         if table_exists:
-            n = (
-                con.execute(
-                    f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
-                ).fetchone()
-                or (0,)
-            )[0]
-            con.execute(f"DELETE FROM {target} WHERE _dango_filename = ?", [name])
-            result.rows_removed += n
+            result.rows_removed += _remove_file_rows(con, target, name)
         con.execute(
             "UPDATE _dango_file_metadata SET status = 'deleted', loaded_at = CURRENT_TIMESTAMP "
             "WHERE source_name = ? AND file_path = ?",
@@ -361,14 +361,7 @@ def _apply(
         item = staged[path]
         name = os.path.basename(path)
         if path not in new_set:  # updated: its old rows go, in the same transaction
-            n = (
-                con.execute(
-                    f"SELECT count(*) FROM {target} WHERE _dango_filename = ?", [name]
-                ).fetchone()
-                or (0,)
-            )[0]
-            con.execute(f"DELETE FROM {target} WHERE _dango_filename = ?", [name])
-            result.rows_removed += n
+            result.rows_removed += _remove_file_rows(con, target, name)
         try:
             con.execute(insert_sql(target, "stg", item, columns))
         except duckdb.Error as exc:
