@@ -93,7 +93,8 @@ def _cpu(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _status_phase(project: Path, pid: int) -> str | None:
+def _status_of(project: Path, pid: int) -> dict | None:
+    """The status file of the sync running as ``pid``, if it has written one yet."""
     import json
 
     for path in (project / ".dango" / "state").rglob("sync_status_*.json"):
@@ -102,27 +103,26 @@ def _status_phase(project: Path, pid: int) -> str | None:
         except (OSError, ValueError):
             continue
         if data.get("pid") == pid:
-            return data.get("phase")
+            return data
     return None
+
+
+def _status_phase(project: Path, pid: int) -> str | None:
+    data = _status_of(project, pid)
+    return data.get("phase") if data else None
 
 
 def _run_started(project: Path, pid: int) -> bool:
     """Old code: the waiter's Dagster run has started (its step then claims a pool slot)."""
-    import json
-
     import dagster as dg
 
-    for path in (project / ".dango" / "state").rglob("sync_status_*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("pid") == pid:
-            home = project / ".dango" / "dagster_home"
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                run = instance.get_run_by_id(data["run_id"])
-                return run is not None and run.status == dg.DagsterRunStatus.STARTED
-    return False
+    data = _status_of(project, pid)
+    if data is None:
+        return False
+    home = project / ".dango" / "dagster_home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_run_by_id(data["run_id"])
+        return run is not None and run.status == dg.DagsterRunStatus.STARTED
 
 
 def measure(variant: Variant, workdir: Path, write_seconds: float) -> list[float | None]:
