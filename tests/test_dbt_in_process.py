@@ -29,6 +29,7 @@ from dango_dagster.defs.dbt.assets import (
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.demo import init_demo_project
 from dango_dagster.lock import DbtLock
+from dango_dagster.sync import open_instance
 
 pytestmark = pytest.mark.slow
 
@@ -316,7 +317,9 @@ def test_models_are_recorded_as_dbt_finishes_them_even_if_the_build_is_killed(
         record = None
         while time.monotonic() < deadline and sync.poll() is None:
             if instance is None and (config.dagster_home / "history").exists():
-                instance = dg.DagsterInstance.from_config(str(config.dagster_home))
+                # The sync may still be creating this instance's storage: open it through the
+                # same per-home mutex the sync takes, or both run the migrations at once.
+                instance = open_instance(config)
             if instance is not None:
                 with contextlib.suppress(Exception):
                     record = instance.get_latest_materialization_event(stg_orders)
