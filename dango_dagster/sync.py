@@ -151,7 +151,8 @@ def run_pipeline(
     ``interrupted``, the Dagster run canceled; see :func:`_execute_interruptibly`.
     """
     from dango_dagster.defs.builder import build_definitions
-    from dango_dagster.defs.runs import RunRecorder, identity_tags, reconcile_dead_runs
+    from dango_dagster.defs.dead_runs import reconcile_dead_runs
+    from dango_dagster.defs.runs import RunRecorder, identity_tags
 
     started = time.monotonic()
     instance = instance or open_instance(config)

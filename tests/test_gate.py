@@ -241,7 +241,7 @@ def test_dead_runs_sensor_fails_a_run_whose_process_is_gone(project_dir: Path) -
     import psutil
 
     from dango_dagster.config import load_config
-    from dango_dagster.defs.runs import build_dead_runs_sensor
+    from dango_dagster.defs.dead_runs import build_dead_runs_sensor
     from dango_dagster.sync_status import SyncStatus
 
     gone = subprocess.run(

@@ -20,9 +20,10 @@ from dango_dagster.defs.automation import (
     build_uploads_sensor,
 )
 from dango_dagster.defs.dbt.assets import build_dbt_assets, build_dbt_resource
+from dango_dagster.defs.dead_runs import build_dead_runs_sensor
 from dango_dagster.defs.gate import WarehouseLockGate
 from dango_dagster.defs.ingestion.assets import build_ingestion_assets, source_specs
-from dango_dagster.defs.runs import build_dead_runs_sensor, recording_executor
+from dango_dagster.defs.runs import recording_executor
 from dango_dagster.defs.schedules import build_dango_schedules
 from dango_dagster.defs.settings import config_for, remember
 from dango_dagster.defs.snapshot_asset import build_snapshot_asset
