@@ -14,12 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # -- run tags we set ----------------------------------------------------------------------------
-TAG_LOCK = "dango/lock"  # the run's lock state: waiting, held, released, timeout
+# The run's lock state: queued (held back in Dagster's run queue, no process), free (the queue
+# let it go), waiting (a step waits in its process), held, released, timeout.
+TAG_LOCK = "dango/lock"
 TAG_LOCK_HOLDER = "dango/lock_holder"  # who the run waits for (while it waits), "this run", "none"
 TAG_LOCK_TIMEOUT = "dango/lock_timeout"  # seconds this run may queue for the lock (overrides)
 TAG_LAUNCHED_BY = "dango/launched_by"  # cli, demo, ... for runs our CLI starts
 TAG_SOURCE = "dango/source"  # the source an uploads-sensor run loads
 TAG_PROJECT = "dango/project"  # the project folder a run belongs to
+# The warehouse a run writes (its project folder): an op tag on every asset that writes through
+# the gate, copied onto the run by the run queue, which then queues runs per warehouse.
+TAG_WAREHOUSE = "dango/warehouse"
 # The process that runs a run (set when it starts executing), so a dead run is recognised: the
 # PID, its start time (a reused PID is another process) and the host.
 TAG_PID = "dango/pid"

@@ -46,7 +46,7 @@ def build_definitions(
     sources = [spec for src in config.sources for spec in source_specs(config, src, names)]
     dbt_models = build_dbt_assets(config, names)
     snapshot = build_snapshot_asset(
-        sorted(dbt_models.keys, key=lambda k: k.to_user_string()), names
+        config, sorted(dbt_models.keys, key=lambda k: k.to_user_string()), names
     )
     materializable = [*ingestion, dbt_models, snapshot]
     selection = dg.AssetSelection.assets(*materializable)

@@ -29,6 +29,7 @@ from dango_dagster.constants import (
     TAG_LOCK,
     TAG_LOCK_HOLDER,
     TAG_LOCK_TIMEOUT,
+    TAG_WAREHOUSE,
 )
 from dango_dagster.defs.settings import config_for
 from dango_dagster.lock import DbtLock, DbtLockTimeout, LockHolder, LockWait
@@ -42,7 +43,18 @@ __all__ = [
     "holder_tag",
     "launch_kind",
     "lock_timeout_for_run",
+    "warehouse_op_tags",
 ]
+
+
+def warehouse_op_tags(config: ProjectConfig) -> dict[str, str]:
+    """The op tags of an asset that writes ``config``'s warehouse through the gate.
+
+    They name the warehouse (its project folder), so the run queue (``run_queue``) can tell from a
+    run's ops, before the run has a process, which warehouse it will wait for, whatever launched
+    it (a job, a schedule, a sensor, automation, a backfill, the UI's Materialize button).
+    """
+    return {TAG_WAREHOUSE: str(config.root)}
 
 
 def launch_kind(tags: Mapping[str, str]) -> str:

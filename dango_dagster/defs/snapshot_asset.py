@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dango_dagster.config import ProjectConfig
 from dango_dagster.constants import (
     META_LOCK_HELD,
     META_LOCK_WAIT,
@@ -16,13 +17,13 @@ from dango_dagster.constants import (
     META_SNAPSHOT_BYTES,
     ProjectNames,
 )
-from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate, warehouse_op_tags
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshots", "warehouse"])
 
 
 def build_snapshot_asset(
-    upstream: Sequence[dg.AssetKey], names: ProjectNames | None = None
+    config: ProjectConfig, upstream: Sequence[dg.AssetKey], names: ProjectNames | None = None
 ) -> dg.AssetsDefinition:
     """The snapshot asset, downstream of every dbt model in ``upstream``."""
     names = names or ProjectNames()
@@ -34,6 +35,7 @@ def build_snapshot_asset(
         group_name=names.group("snapshots"),
         required_resource_keys={gate_key},
         kinds={"duckdb"},
+        op_tags=warehouse_op_tags(config),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             "Published read-only copy of the warehouse (query API, Metabase) and per-user "

@@ -31,7 +31,7 @@ from dango_dagster.constants import (
 )
 from dango_dagster.defs.dbt import _compat as dbt_compat
 from dango_dagster.defs.dbt.inprocess import IN_PROCESS_COMMANDS, in_process_cli, run_dbt
-from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate, warehouse_op_tags
 from dango_dagster.lock.primitives import file_mutex
 from dango_dagster.snapshots.verify import table_names
 
@@ -318,6 +318,7 @@ def build_dbt_assets(
         dagster_dbt_translator=DangoDbtTranslator(config.platform.auto_dbt, names),
         name=names.name("dbt_models"),
         required_resource_keys={gate_key, dbt_key},
+        op_tags=warehouse_op_tags(config),
     )
     def dbt_models(context: dg.AssetExecutionContext) -> Iterator[Any]:
         dbt: DangoDbtCliResource = getattr(context.resources, dbt_key)

@@ -26,7 +26,7 @@ from dango_dagster.constants import (
     ProjectNames,
 )
 from dango_dagster.dango_project import DangoSource
-from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate, warehouse_op_tags
 from dango_dagster.defs.ingestion import sync_history
 from dango_dagster.defs.ingestion.assets import source_location
 from dango_dagster.defs.ingestion.keys import raw_asset_key, source_asset_key
@@ -236,6 +236,7 @@ def build_dlt_asset(
         specs=specs,
         can_subset=True,
         required_resource_keys={gate_key},
+        op_tags=warehouse_op_tags(config),
     )
     def _ingest(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         gate: WarehouseLockGate = getattr(context.resources, gate_key)

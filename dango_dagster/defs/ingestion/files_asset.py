@@ -20,7 +20,7 @@ from dango_dagster.constants import (
     ProjectNames,
 )
 from dango_dagster.dango_project import DangoSource
-from dango_dagster.defs.gate import WarehouseLockGate
+from dango_dagster.defs.gate import WarehouseLockGate, warehouse_op_tags
 from dango_dagster.defs.ingestion import sync_history
 from dango_dagster.defs.ingestion.dango_files import (
     FilesLoadError,
@@ -112,6 +112,7 @@ def build_files_asset(
         group_name=names.group(source.schema_name),
         required_resource_keys={gate_key},
         kinds={"csv" if source.type == "csv" else "files", "duckdb"},
+        op_tags=warehouse_op_tags(config),
         description=(
             f"Table {source.schema_name}.{table}: the files of source {source.name!r} "
             f"({config.source_dir(source) / source.file_pattern}), loaded incrementally by file "
