@@ -6,7 +6,7 @@ Runs are launched with the GraphQL mutation the UI's "Materialize" button sends,
 ``dagster/from_ui`` as the UI tags them. Screenshots go to each test's tmp folder.
 
 The module costs 2-3 minutes on two cores (the sync, ``dagster dev`` starting, two runs): what it
-checks needs a live daemon and web server, so the four tests share one.
+checks needs a live daemon and web server, so the five tests share one.
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ class Dev:
                 return found
             time.sleep(0.5)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; log: {self.log}")
+
+    def dequeued_at(self, run_id: str) -> float | None:
+        """When the daemon took the run off the queue (its RUN_STARTING event), or None."""
+        events = self.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_STARTING)
+        return events[0].timestamp if events else None
 
     def run(self, run_id: str) -> dg.DagsterRun:
         run = self.instance.get_run_by_id(run_id)
@@ -235,7 +240,10 @@ def test_asset_graph_renders(dev: Dev, browser: Any, tmp_path: Path) -> None:
 def test_ui_run_waits_for_outside_holder_then_automation_builds_dbt_and_snapshot(
     dev: Dev, browser: Any, tmp_path: Path
 ) -> None:
-    """Materialize only the raw tables from the UI while another process holds the lock."""
+    """Materialize only the raw tables from the UI while another process holds the lock: the run
+    stays Queued (no process) naming the holder, and starts once the holder lets go."""
+    from selenium.webdriver.common.by import By
+
     nodes = dev.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     raw = [n["assetKey"]["path"] for n in nodes if n["groupName"].startswith("raw_")]
     assert raw
@@ -244,21 +252,29 @@ def test_ui_run_waits_for_outside_holder_then_automation_builds_dbt_and_snapshot
         pid = int(holder.expect("HELD")[0])
         run_id = dev.launch_from_ui(raw)
         dev.wait_for(
-            "the run to wait for the lock",
-            lambda: dev.run(run_id).tags.get("dango/lock") == "waiting",
-            timeout=180,
+            "the run to be held in the queue",
+            lambda: dev.run(run_id).tags.get("dango/lock") == "queued",
+            timeout=60,
         )
         browser.get(f"{dev.url}/runs/{run_id}")
         try:
-            _page_shows(browser, [f"PID {pid}"], timeout=90)
+            _page_shows(browser, ["Queued", "Run queued"], timeout=90)
+            # The run's tags (its page's "View tags and config") name whom it waits for.
+            browser.find_element(By.XPATH, "//button[contains(., 'View tags and config')]").click()
+            _page_shows(browser, ["dango/lock_holder", f"PID {pid}"], timeout=30)
         finally:
-            browser.save_screenshot(str(tmp_path / "waiting_run.png"))
-        assert dev.run(run_id).status not in (
-            dg.DagsterRunStatus.SUCCESS,
-            dg.DagsterRunStatus.FAILURE,
-        )
+            browser.save_screenshot(str(tmp_path / "queued_run.png"))
+        run = dev.run(run_id)
+        assert run.status == dg.DagsterRunStatus.QUEUED, run.status
+        assert "dango/pid" not in run.tags  # no worker process was started for it
+        assert run.tags["dango/warehouse"] == str(dev.project)
+        assert run.tags["dango/lock_holder"].startswith(f"PID {pid} on ")
+        released = time.time()
     finally:
         holder.let_go()
+    dequeued = dev.wait_for("the run to leave the queue", lambda: dev.dequeued_at(run_id), 60)
+    print(f"holder released -> run dequeued: {dequeued - released:.2f} s")
+    assert dequeued - released < 10
     done = dev.wait_for(
         "the UI run to finish",
         lambda: dev.run(run_id).is_finished and dev.run(run_id),
@@ -287,6 +303,34 @@ def test_ui_run_waits_for_outside_holder_then_automation_builds_dbt_and_snapshot
     assert any(k.startswith("marts/") for k in materialized)
     snapshot = load_config(dev.project).published_snapshot_path
     assert snapshot.exists()
+
+
+def test_second_run_queues_behind_the_first_and_a_killed_run_frees_its_place(dev: Dev) -> None:
+    """Two UI runs of the project: the second stays Queued (no process) while the first is in
+    progress; ``kill -9`` of the first lets the second start within seconds, not at the next
+    30 s tick of the dead-run sensor."""
+    nodes = dev.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    raw = [n["assetKey"]["path"] for n in nodes if n["groupName"].startswith("raw_")]
+    first = dev.launch_from_ui(raw)
+    second = dev.launch_from_ui(raw)
+    pid = int(dev.wait_for("the first run's process", lambda: dev.run(first).tags.get("dango/pid")))
+    dev.wait_for(
+        "the second run to name the first's process",
+        lambda: f"PID {pid}" in dev.run(second).tags.get("dango/lock_holder", ""),
+        timeout=30,
+    )
+    queued = dev.run(second)
+    assert queued.status == dg.DagsterRunStatus.QUEUED and "dango/pid" not in queued.tags
+    assert queued.tags["dango/lock"] == "queued"
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    dequeued = dev.wait_for("the second run to leave the queue", lambda: dev.dequeued_at(second))
+    print(f"first run killed -> second dequeued: {dequeued - killed:.2f} s")
+    assert dequeued - killed < 8
+    dead = dev.run(first)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    done = dev.wait_for("the second run to finish", lambda: dev.run(second).is_finished, 180)
+    assert done and dev.run(second).status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_console_is_quiet(dev: Dev) -> None:
