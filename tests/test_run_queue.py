@@ -201,3 +201,13 @@ def test_a_run_queued_past_its_lock_timeout_fails_naming_the_holder(
     assert failed.tags[TAG_LOCK] == "timeout"
     failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert f"held by PID {pid} on " in (failure[0].message or "")
+
+
+def test_dev_names_an_instance_without_the_run_queue(tmp_path: Path) -> None:
+    from dango_dagster.cli.dev_cmd import run_queue_note
+
+    shutil.copyfile(shipped_file("dagster_home", "dagster.yaml"), tmp_path / "dagster.yaml")
+    assert run_queue_note(tmp_path) is None
+    (tmp_path / "dagster.yaml").write_text("run_queue:\n  dequeue_interval_seconds: 1\n")
+    note = run_queue_note(tmp_path)
+    assert note is not None and "run_coordinator section of docs/DAGSTER.md" in note

@@ -58,6 +58,29 @@ def dev_command(
     return cmd, env
 
 
+def run_queue_note(dagster_home: Path) -> str | None:
+    """A note when the instance lacks the run queue (made by an older version: ``run_queue:``).
+
+    Runs still wait safely then, but inside a started step; the note says how to get the
+    Queued state. The instance's settings are the user's file: we never rewrite them.
+    """
+    import yaml
+
+    try:
+        settings = yaml.safe_load((dagster_home / "dagster.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    coordinator = settings.get("run_coordinator") if isinstance(settings, dict) else None
+    if isinstance(coordinator, dict) and coordinator.get("class") == "WarehouseRunCoordinator":
+        return None
+    return (
+        f"  note: {dagster_home / 'dagster.yaml'} has no WarehouseRunCoordinator, so a run that "
+        "waits for the warehouse shows as started, waiting in its step. To see it Queued, naming "
+        "the lock's holder, put the run_coordinator section of docs/DAGSTER.md (The run queue) "
+        "in place of its run_queue section."
+    )
+
+
 def _dev(args: argparse.Namespace) -> int:
     from dango_dagster.config import load_config, shipped_file
     from dango_dagster.sync import ensure_dagster_home
@@ -69,6 +92,9 @@ def _dev(args: argparse.Namespace) -> int:
     )
     print(f"Dagster web UI for {config.root}: http://{args.host}:{args.port}", flush=True)
     print(f"  instance {home}; Ctrl-C stops it", flush=True)
+    note = run_queue_note(home)
+    if note:
+        print(note, flush=True)
     os.chdir(shipped_file("workspace.yaml").parent)  # workspace.yaml's working_directory: '.'
     os.execve(cmd[0], cmd, env)
     return 0  # pragma: no cover - execve does not return
