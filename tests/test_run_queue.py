@@ -211,3 +211,25 @@ def test_dev_names_an_instance_without_the_run_queue(tmp_path: Path) -> None:
     (tmp_path / "dagster.yaml").write_text("run_queue:\n  dequeue_interval_seconds: 1\n")
     note = run_queue_note(tmp_path)
     assert note is not None and "run_coordinator section of docs/DAGSTER.md" in note
+
+
+def test_waiting_behind_a_run_of_the_project_has_no_time_limit(
+    instance: dg.DagsterInstance, project_dir: Path
+) -> None:
+    """A backfill's runs take turns: behind runs of its own project, a run never times out."""
+    job = _job(project_dir)
+    ahead = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    instance.add_run_tags(ahead.run_id, {TAG_WAREHOUSE: str(project_dir), **identity_tags()})
+    subset = job.get_subset(asset_selection={dg.AssetKey("ours")})
+    run = instance.create_run_for_job(
+        subset,
+        tags={"dagster/from_ui": "true", "dango/lock_timeout": "1"},
+        remote_job_origin=_origin(),
+    )
+    instance.run_coordinator.submit_run(dg.SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
+    _limits(instance)
+    time.sleep(1.2)
+    _limits(instance)
+    behind = instance.get_run_by_id(run.run_id)
+    assert behind is not None and behind.status == dg.DagsterRunStatus.QUEUED
+    assert behind.tags[TAG_LOCK_HOLDER].startswith(f"run {ahead.run_id[:8]} of this project")

@@ -128,6 +128,8 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
         self._warehouses: dict[str, tuple[_Warehouse | None, float]] = {}
         self._guard = threading.Lock()
         self._said: set[str] = set()
+        # When each queued run was first seen held back by a holder from outside (monotonic).
+        self._outside_since: dict[str, float] = {}
 
     # -- submitting: name the warehouse ---------------------------------------------------------
 
@@ -170,14 +172,12 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
         runs held back with whom they wait for (and the ones let go as free)."""
         instance = self._instance
         queued: dict[str, list[dg.DagsterRun]] = {}
-        since: dict[str, float] = {}
-        for record in instance.get_run_records(
+        for run in instance.get_runs(
             dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=_QUEUE_PAGE, ascending=True
         ):
-            run = record.dagster_run
             if TAG_WAREHOUSE in run.tags:
                 queued.setdefault(run.tags[TAG_WAREHOUSE], []).append(run)
-                since[run.run_id] = record.create_timestamp.timestamp()
+        outside_since, self._outside_since = self._outside_since, {}
         if not queued:
             return []  # nothing waits: no probe, no further query
         active: dict[str, list[dg.DagsterRun]] = {}
@@ -194,6 +194,9 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
             holder = self._holder(value, warehouse)
             if holder is not None:
                 limits.append({"key": TAG_WAREHOUSE, "value": value, "limit": 0})
+            # Held back by a writer from outside (no run of this project in progress): the wait
+            # a step would have had, so the same limit applies to it.
+            outside = holder is not None and not ahead
             runs.sort(key=_priority, reverse=True)  # the daemon's order (stable: oldest first)
             for index, run in enumerate(runs):
                 if holder is not None:
@@ -204,21 +207,25 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
                     blocker = _run_ahead(runs[0], in_progress=False)
                 else:
                     blocker = None
-                if blocker is not None and self._gave_up(run, warehouse, blocker, since):
-                    continue
+                if outside and blocker is not None:
+                    since = outside_since.get(run.run_id, time.monotonic())
+                    self._outside_since[run.run_id] = since
+                    if self._gave_up(run, warehouse, blocker, time.monotonic() - since):
+                        continue
                 self._show(run, blocker)
         return limits
 
     def _gave_up(
-        self, run: dg.DagsterRun, warehouse: _Warehouse, blocker: str, since: dict[str, float]
+        self, run: dg.DagsterRun, warehouse: _Warehouse, blocker: str, waited: float
     ) -> bool:
-        """Fail a run held back longer than it may wait for the lock (``lock_timeout_for_run``:
-        300 s for sensor, schedule and UI runs), naming whom it waited for, as a step would."""
+        """Fail a run held back by an outside writer longer than it may wait for the lock
+        (``lock_timeout_for_run``: 300 s for sensor, schedule, UI runs), naming the holder, as a
+        step would. Waiting behind runs of its own project has no limit, as in Dagster's queue
+        (a backfill's runs take turns), and the clock restarts with the daemon."""
         try:
             timeout = self._timeout(run, warehouse)
         except dg.Failure:
             return False
-        waited = time.time() - since.get(run.run_id, time.time())
         if waited < timeout:
             return False
         self._instance.add_run_tags(run.run_id, {TAG_LOCK: "timeout", TAG_LOCK_HOLDER: blocker})
@@ -300,13 +307,13 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
         runs = (self._instance.get_settings("concurrency") or {}).get("runs") or {}
         if runs.get("tag_concurrency_limits") is None:
             return True
-            self._say_once(
-                "settings",
-                "dagster.yaml sets concurrency.runs.tag_concurrency_limits, which Dagster puts in "
-                "place of the run coordinator's limits: runs waiting for the warehouse start a "
-                "process and wait in their steps. Move those limits under run_coordinator: "
-                "config: tag_concurrency_limits.",
-            )
+        self._say_once(
+            "settings",
+            "dagster.yaml sets concurrency.runs.tag_concurrency_limits, which Dagster puts in "
+            "place of the run coordinator's limits: runs waiting for the warehouse start a "
+            "process and wait in their steps. Move those limits under run_coordinator: "
+            "config: tag_concurrency_limits.",
+        )
         return False
 
     def _say_once(self, key: str, message: str, exc: bool = False) -> None:
