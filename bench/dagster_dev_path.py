@@ -112,6 +112,7 @@ class DagsterDev:
 
     def __post_init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0  # the web server's, once started
         self.instance = dg.DagsterInstance.from_config(str(self.dagster_home))
         self.drops = 0
 
@@ -122,7 +123,8 @@ class DagsterDev:
             "DANGO_PROJECT_DIR": str(self.config.root),
         }
         cmd = [str(Path(sys.executable).parent / "dagster"), "dev"]
-        cmd += ["-w", str(shipped_file("workspace.yaml")), "-p", str(free_port())]
+        self.port = free_port()
+        cmd += ["-w", str(shipped_file("workspace.yaml")), "-p", str(self.port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -55,10 +55,18 @@ def _origin() -> Any:
     return RemoteJobOrigin(repo, "j")
 
 
-def _submit(instance: dg.DagsterInstance, job: dg.JobDefinition, *keys: str) -> dg.DagsterRun:
+def _submit(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    *keys: str,
+    tags: dict[str, str] | None = None,
+) -> dg.DagsterRun:
+    """Submit a run of ``keys`` as the UI's Materialize button does (``tags`` replace its tag)."""
     subset = job.get_subset(asset_selection={dg.AssetKey(k) for k in keys})
     run = instance.create_run_for_job(
-        subset, tags={"dagster/from_ui": "true"}, remote_job_origin=_origin()
+        subset,
+        tags={"dagster/from_ui": "true"} if tags is None else tags,
+        remote_job_origin=_origin(),
     )
     context = dg.SubmitRunContext(run, workspace=None)  # type: ignore[arg-type]
     return instance.run_coordinator.submit_run(context)
@@ -170,23 +178,16 @@ def test_fail_fast_runs_are_not_held_in_the_queue(
 ) -> None:
     """A run nobody asked to wait (no sensor, schedule or UI tag) fails at once in its step, as
     without the queue; so it is not tagged and the queue never holds it back."""
-    subset = _job(project_dir).get_subset(asset_selection={dg.AssetKey("ours")})
-    run = instance.create_run_for_job(subset, remote_job_origin=_origin())
-    context = dg.SubmitRunContext(run, workspace=None)  # type: ignore[arg-type]
-    assert TAG_WAREHOUSE not in instance.run_coordinator.submit_run(context).tags
+    assert TAG_WAREHOUSE not in _submit(instance, _job(project_dir), "ours", tags={}).tags
 
 
 def test_a_run_queued_past_its_lock_timeout_fails_naming_the_holder(
     instance: dg.DagsterInstance, project_dir: Path
 ) -> None:
     job = _job(project_dir)
-    subset = job.get_subset(asset_selection={dg.AssetKey("ours")})
-    run = instance.create_run_for_job(
-        subset,
-        tags={"dagster/from_ui": "true", "dango/lock_timeout": "1"},
-        remote_job_origin=_origin(),
+    run = _submit(
+        instance, job, "ours", tags={"dagster/from_ui": "true", "dango/lock_timeout": "1"}
     )
-    instance.run_coordinator.submit_run(dg.SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
     holder = LockProc("hold", project_dir, "cli", "sync shop")
     try:
         pid = int(holder.expect("HELD")[0])
@@ -220,13 +221,9 @@ def test_waiting_behind_a_run_of_the_project_has_no_time_limit(
     job = _job(project_dir)
     ahead = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
     instance.add_run_tags(ahead.run_id, {TAG_WAREHOUSE: str(project_dir), **identity_tags()})
-    subset = job.get_subset(asset_selection={dg.AssetKey("ours")})
-    run = instance.create_run_for_job(
-        subset,
-        tags={"dagster/from_ui": "true", "dango/lock_timeout": "1"},
-        remote_job_origin=_origin(),
+    run = _submit(
+        instance, job, "ours", tags={"dagster/from_ui": "true", "dango/lock_timeout": "1"}
     )
-    instance.run_coordinator.submit_run(dg.SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
     _limits(instance)
     time.sleep(1.2)
     _limits(instance)
