@@ -73,6 +73,8 @@ _ACTIVE = [
 _QUEUE_PAGE = 500
 # A project folder that could not be read (another host's path, a bad setting) is retried after.
 _RETRY_UNREADABLE_S = 60.0
+# Passes further apart than this do not show a wait as continuous (the daemon's come every second).
+_CONTINUOUS_S = 10.0
 
 
 def warehouse_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -128,8 +130,11 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
         self._warehouses: dict[str, tuple[_Warehouse | None, float]] = {}
         self._guard = threading.Lock()
         self._said: set[str] = set()
-        # When each queued run was first seen held back by a holder from outside (monotonic).
+        # When each queued run was first seen held back by a holder from outside (monotonic),
+        # over passes no further apart than _CONTINUOUS_S (the daemon's; the web server's few
+        # calls never add up to a timeout).
         self._outside_since: dict[str, float] = {}
+        self._last_pass = 0.0
 
     # -- submitting: name the warehouse ---------------------------------------------------------
 
@@ -178,6 +183,10 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
             if TAG_WAREHOUSE in run.tags:
                 queued.setdefault(run.tags[TAG_WAREHOUSE], []).append(run)
         outside_since, self._outside_since = self._outside_since, {}
+        now = time.monotonic()
+        if now - self._last_pass > _CONTINUOUS_S:
+            outside_since = {}
+        self._last_pass = now
         if not queued:
             return []  # nothing waits: no probe, no further query
         active: dict[str, list[dg.DagsterRun]] = {}
