@@ -141,6 +141,7 @@ def test_a_killed_run_frees_its_place_at_the_next_pass(
     tags = identity_tags()
     tags[TAG_PID] = str(victim.pid)
     tags["dango/process_start_time"] = ""  # a PID alone is enough to see it gone
+    tags[TAG_LOCK], tags[TAG_LOCK_HOLDER] = "held", f"this run (PID {victim.pid})"
     instance.add_run_tags(dead.run_id, {TAG_WAREHOUSE: str(project_dir), **tags})
     queued = _submit(instance, job, "ours")
     _limits(instance)
@@ -150,6 +151,7 @@ def test_a_killed_run_frees_its_place_at_the_next_pass(
     _limits(instance)
     failed = instance.get_run_by_id(dead.run_id)
     assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    assert (failed.tags[TAG_LOCK], failed.tags[TAG_LOCK_HOLDER]) == ("released", "none")
     assert _tags(instance, queued.run_id)[TAG_LOCK] == "free"
 
 

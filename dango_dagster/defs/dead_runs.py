@@ -23,7 +23,14 @@ from pathlib import Path
 import dagster as dg
 
 from dango_dagster.config import ProjectConfig
-from dango_dagster.constants import DEAD_RUNS_SENSOR, TAG_HOST, TAG_PID, TAG_PROCESS_START
+from dango_dagster.constants import (
+    DEAD_RUNS_SENSOR,
+    TAG_HOST,
+    TAG_LOCK,
+    TAG_LOCK_HOLDER,
+    TAG_PID,
+    TAG_PROCESS_START,
+)
 from dango_dagster.lock.info import process_gone_reason
 from dango_dagster.sync_status import (
     FINISHED_PHASES,
@@ -83,6 +90,8 @@ def reconcile_run(instance: dg.DagsterInstance, run: dg.DagsterRun, state_dir: P
         f"{os.getpid()}); the warehouse lock was freed by the kernel when it died."
     )
     with contextlib.suppress(Exception):  # another reconciler got there first
+        if TAG_LOCK in run.tags:  # it may have died holding: its tags must not say so for ever
+            instance.add_run_tags(run.run_id, {TAG_LOCK: "released", TAG_LOCK_HOLDER: "none"})
         instance.report_run_failed(run, message=message)
     return message
 
