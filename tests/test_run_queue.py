@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from lockprocs.harness import LockProc
+from pgserver import PgServer
 
 from dango_dagster.config import shipped_file
 from dango_dagster.constants import TAG_LOCK, TAG_LOCK_HOLDER, TAG_PID, TAG_WAREHOUSE
@@ -232,3 +233,28 @@ def test_waiting_behind_a_run_of_the_project_has_no_time_limit(
     behind = instance.get_run_by_id(run.run_id)
     assert behind is not None and behind.status == dg.DagsterRunStatus.QUEUED
     assert behind.tags[TAG_LOCK_HOLDER].startswith(f"run {ahead.run_id[:8]} of this project")
+
+
+def test_postgres_backend_holder_on_another_host_keeps_runs_queued(
+    instance: dg.DagsterInstance,
+    project_dir: Path,
+    tmp_path: Path,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several hosts: the advisory lock, held from another host's folder (this one's flock is
+    free), keeps the run queued, and the queue names that holder (from pg_locks)."""
+    monkeypatch.setenv("DANGO_LOCK_BACKEND", "postgres")
+    monkeypatch.setenv("DANGO_LOCK_DSN", pg_server.dsn("lock"))
+    monkeypatch.setenv("DANGO_LOCK_KEY", "queue-test")
+    other_host = tmp_path / "other_host"
+    (other_host / ".dango" / "state").mkdir(parents=True)
+    run = _submit(instance, _job(project_dir), "ours")
+    holder = LockProc("hold", other_host, "schedule", "dbt build nightly")
+    try:
+        pid = int(holder.expect("HELD")[0])
+        assert {"key": TAG_WAREHOUSE, "value": str(project_dir), "limit": 0} in _limits(instance)
+        assert _tags(instance, run.run_id)[TAG_LOCK_HOLDER].startswith(f"PID {pid} on ")
+    finally:
+        holder.let_go()
+    assert _limits(instance) == [PER_WAREHOUSE_LIMIT]
