@@ -5,8 +5,8 @@ serves every test of this module, on a demo project that ``dango-dagster sync`` 
 Runs are launched with the GraphQL mutation the UI's "Materialize" button sends, tagged
 ``dagster/from_ui`` as the UI tags them. Screenshots go to each test's tmp folder.
 
-The module costs 2-3 minutes on two cores (the sync, ``dagster dev`` starting, two runs): what it
-checks needs a live daemon and web server, so the five tests share one.
+The module costs about 2 minutes on two cores (the sync, ``dagster dev`` starting, five runs):
+what it checks needs a live daemon and web server, so the five tests share one.
 """
 
 from __future__ import annotations
