@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -43,7 +44,13 @@ from dango_dagster.sync_status import (
     sync_id_for_run,
 )
 
-__all__ = ["build_dead_runs_sensor", "reconcile_dead_runs", "reconcile_run"]
+__all__ = [
+    "build_dead_runs_sensor",
+    "reconcile_dead_runs",
+    "reconcile_run",
+    "recorded_process",
+    "run_gone_reason",
+]
 
 _UNFINISHED = [
     dg.DagsterRunStatus.STARTING,
@@ -52,24 +59,39 @@ _UNFINISHED = [
 ]
 
 
-def _run_gone_reason(run: dg.DagsterRun, state_dir: Path) -> str | None:
+def recorded_process(run: dg.DagsterRun) -> tuple[int, str | None, float | None] | None:
+    """The process ``run``'s tags name as running it: ``(pid, host, start time)``, or None when
+    none is recorded yet (the run has not started executing)."""
     pid_txt = run.tags.get(TAG_PID, "")
-    if not pid_txt.isdigit() or int(pid_txt) == os.getpid():
+    if not pid_txt.isdigit():
         return None
     try:
-        start = float(run.tags.get(TAG_PROCESS_START) or "nan")
+        start: float | None = float(run.tags.get(TAG_PROCESS_START) or "nan")
     except ValueError:
-        start = float("nan")
-    reason = process_gone_reason(
-        int(pid_txt), run.tags.get(TAG_HOST), None if start != start else start
-    )
+        start = None
+    if start != start:  # NaN: no start time recorded
+        start = None
+    return int(pid_txt), run.tags.get(TAG_HOST), start
+
+
+def run_gone_reason(run: dg.DagsterRun, state_dir: Path | None) -> str | None:
+    """Why the process recorded in ``run``'s tags no longer runs it ("process 1234 gone during dbt
+    build"), or None while it runs, when it is this process, or when no process is recorded yet.
+    ``state_dir``: the project's status files, for the phase it died in (None: not named)."""
+    recorded = recorded_process(run)
+    if recorded is None or recorded[0] == os.getpid():
+        return None
+    pid, host, start = recorded
+    reason = process_gone_reason(pid, host, start)
     if reason is None:
         return None
-    status = read_status(status_path(state_dir, sync_id_for_run(run.run_id))) or {}
+    status: dict[str, Any] = {}
+    if state_dir is not None:
+        status = read_status(status_path(state_dir, sync_id_for_run(run.run_id))) or {}
     phase = status.get("interrupted_during") or status.get("phase") or "queued"
     activity = PHASE_ACTIVITY.get(str(phase), "its run")
     if reason.endswith("is gone"):
-        return f"process {pid_txt} gone during {activity}"
+        return f"process {pid} gone during {activity}"
     return f"{reason}; the run died during {activity}"
 
 
@@ -78,7 +100,7 @@ def reconcile_run(instance: dg.DagsterInstance, run: dg.DagsterRun, state_dir: P
     gone; returns the line saying so, or None while it lives (or never recorded a process here).
 
     Idempotent and cheap (a stat of the process), so the run queue may call it every second."""
-    reason = _run_gone_reason(run, state_dir)
+    reason = run_gone_reason(run, state_dir)
     if reason is None:
         return None
     path = status_path(state_dir, sync_id_for_run(run.run_id))
