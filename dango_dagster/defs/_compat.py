@@ -3,10 +3,14 @@
 Dagster's integration libraries build on ``dagster._core`` classes that the ``dagster`` namespace
 does not export. Importing them here (and only here) keeps every such touchpoint visible in one
 file when Dagster is upgraded: ``dagster>=1.13,<1.14`` is the range they are known to hold for.
+The warm run launcher's touchpoints (below) are imported on first use and checked against that
+range at run time, so a newer Dagster degrades to the stock launcher instead of failing.
 """
 
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 # The DB IO manager machinery dagster-duckdb itself is built on (DuckDBIOManager.create_io_manager).
@@ -18,4 +22,87 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-__all__ = ["DbIOManager", "TableSlice", "UnresolvedAssetJobDefinition"]
+__all__ = [
+    "WARM_LAUNCH_DAGSTER",
+    "DbIOManager",
+    "TableSlice",
+    "UnresolvedAssetJobDefinition",
+    "code_server_identity",
+    "launcher_internals",
+    "warm_launch_unsupported",
+]
+
+
+# -- the warm run launcher (defs/run_launcher.py, defs/warm_worker.py) --------------------------
+# A run handed to a pre-started worker is executed exactly as ``dagster api execute_run`` executes
+# it (``dagster._cli.api._execute_run_command_body`` under ``capture_interrupts``), from the run's
+# own code origin (``recon_repository_from_origin``). The launcher identifies the code server a
+# run was planned on by ``GrpcServerCodeLocation.server_id`` (new on every reload) and tells a
+# local code server by its gRPC client's socket or host. The health check answers with Dagster's
+# ``CheckRunHealthResult``. Written against the release series in ``WARM_LAUNCH_DAGSTER``; outside
+# it the launcher is exactly ``DefaultRunLauncher`` and says why once.
+WARM_LAUNCH_DAGSTER = "1.13"
+
+
+def warm_launch_unsupported(version: str | None = None) -> str | None:
+    """Why runs cannot be handed to pre-started workers with this Dagster, or None when they can.
+
+    ``version``: the Dagster version to judge (default: the installed one).
+    """
+    import os
+
+    import dagster
+
+    found = version or dagster.__version__
+    if ".".join(found.split(".")[:2]) != WARM_LAUNCH_DAGSTER:
+        return (
+            f"Dagster {found} is outside the {WARM_LAUNCH_DAGSTER}.x series the warm run launcher "
+            f"was written against (it uses Dagster's private execute-run entry point); runs start "
+            f"the stock way, in a new process each"
+        )
+    if os.name != "posix":
+        return "pre-started run workers need a POSIX system; runs start the stock way"
+    try:
+        launcher_internals()
+    except (ImportError, AttributeError) as exc:
+        return (
+            f"a Dagster internal the warm run launcher needs is missing ({exc}); runs start the "
+            "stock way"
+        )
+    return None
+
+
+@functools.cache
+def launcher_internals() -> SimpleNamespace:
+    """The private Dagster objects the warm launcher and its worker use (imported once)."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+    from dagster._utils.hosted_user_process import recon_repository_from_origin
+    from dagster._utils.interrupts import capture_interrupts
+
+    return SimpleNamespace(
+        execute_run_body=_execute_run_command_body,
+        capture_interrupts=capture_interrupts,
+        recon_repository_from_origin=recon_repository_from_origin,
+        CheckRunHealthResult=CheckRunHealthResult,
+        WorkerStatus=WorkerStatus,
+    )
+
+
+def code_server_identity(code_location: object) -> tuple[str, bool] | None:
+    """``(server_id, on_this_host)`` of a code location loaded from a gRPC server, else None.
+
+    The server id changes whenever the code location is reloaded (``dagster dev`` restarts its
+    code server then), so a worker that loaded the definitions under another id is out of date.
+    """
+    import socket
+
+    server_id = getattr(code_location, "server_id", None)
+    client = getattr(code_location, "client", None)
+    if not isinstance(server_id, str) or client is None:
+        return None
+    if getattr(client, "socket", None):
+        return server_id, True
+    host = str(getattr(client, "host", "") or "")
+    local = host in {"localhost", "127.0.0.1", "::1", socket.gethostname()}
+    return server_id, local

@@ -61,24 +61,39 @@ def identity_tags() -> dict[str, str]:
     }
 
 
-def _run_gone_reason(run: dg.DagsterRun, state_dir: Path) -> str | None:
+def recorded_process(run: dg.DagsterRun) -> tuple[int, str | None, float | None] | None:
+    """The process ``run``'s tags name as running it: ``(pid, host, start time)``, or None when
+    none is recorded yet (the run has not started executing)."""
     pid_txt = run.tags.get(TAG_PID, "")
-    if not pid_txt.isdigit() or int(pid_txt) == os.getpid():
+    if not pid_txt.isdigit():
         return None
     try:
-        start = float(run.tags.get(TAG_PROCESS_START) or "nan")
+        start: float | None = float(run.tags.get(TAG_PROCESS_START) or "nan")
     except ValueError:
-        start = float("nan")
-    reason = process_gone_reason(
-        int(pid_txt), run.tags.get(TAG_HOST), None if start != start else start
-    )
+        start = None
+    if start != start:  # NaN: no start time recorded
+        start = None
+    return int(pid_txt), run.tags.get(TAG_HOST), start
+
+
+def run_gone_reason(run: dg.DagsterRun, state_dir: Path | None) -> str | None:
+    """Why the process recorded in ``run``'s tags no longer runs it ("process 1234 gone during dbt
+    build"), or None while it runs, when it is this process, or when no process is recorded yet.
+    ``state_dir``: the project's status files, for the phase it died in (None: not named)."""
+    recorded = recorded_process(run)
+    if recorded is None or recorded[0] == os.getpid():
+        return None
+    pid, host, start = recorded
+    reason = process_gone_reason(pid, host, start)
     if reason is None:
         return None
-    status = read_status(status_path(state_dir, sync_id_for_run(run.run_id))) or {}
+    status: dict[str, Any] = {}
+    if state_dir is not None:
+        status = read_status(status_path(state_dir, sync_id_for_run(run.run_id))) or {}
     phase = status.get("interrupted_during") or status.get("phase") or "queued"
     activity = PHASE_ACTIVITY.get(str(phase), "its run")
     if reason.endswith("is gone"):
-        return f"process {pid_txt} gone during {activity}"
+        return f"process {pid} gone during {activity}"
     return f"{reason}; the run died during {activity}"
 
 
@@ -89,7 +104,7 @@ def reconcile_dead_runs(instance: dg.DagsterInstance, config: ProjectConfig) -> 
     for data in reconcile_status_files(config.state_dir):
         fixed.append(f"run {data.get('run_id', '?')[:8]}: {data['message']}")
     for run in instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED), limit=200):
-        reason = _run_gone_reason(run, config.state_dir)
+        reason = run_gone_reason(run, config.state_dir)
         if reason is None:
             continue
         path = status_path(config.state_dir, sync_id_for_run(run.run_id))
