@@ -25,7 +25,9 @@ loaded: a stock worker would have loaded the new ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import sysconfig
@@ -189,5 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _exit(code: int) -> None:
+    """Exit at once once the run is recorded: a thread a cancelled step left behind (dbt still in
+    a model) must not keep the process, and its memory, alive, nor print teardown noise."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
