@@ -58,7 +58,7 @@ REPLY_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class _Target:
+class WorkerTarget:
     """Where a run's pre-started worker comes from: its code location, as loaded now."""
 
     location: str
@@ -71,10 +71,10 @@ class _Target:
         return self.location, self.server_id, dg.serialize_value(self.origin)
 
 
-class _Worker:
+class WarmWorker:
     """One pre-started worker process and the two pipes to it."""
 
-    def __init__(self, target: _Target, proc: subprocess.Popen[bytes], status_fd: int) -> None:
+    def __init__(self, target: WorkerTarget, proc: subprocess.Popen[bytes], status_fd: int) -> None:
         self.target = target
         self.proc = proc
         self._status_fd = status_fd
@@ -83,7 +83,7 @@ class _Worker:
         self.load_failed = False  # exited before its definitions were loaded
 
     @classmethod
-    def start(cls, target: _Target, instance_ref: str) -> _Worker:
+    def start(cls, target: WorkerTarget, instance_ref: str) -> WarmWorker:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         bin_dir = os.path.dirname(target.executable)
@@ -126,20 +126,24 @@ class _Worker:
             self.proc.wait(timeout=5)
         return f"its pre-started worker (pid {self.proc.pid}) exited ({self.proc.returncode})"
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Until the worker says its definitions are loaded; False if it exited or timed out."""
+        if not self.ready:
+            message = self._message(timeout)
+            self.ready = bool(message and message.get("ready"))
+        return self.ready
+
     def hand_over(self, run_id: str) -> str | None:
         """Give the worker ``run_id``; None once it took the run, else why not (worker stopped)."""
-        if not self.ready:
-            message = self._message(READY_WAIT_SECONDS)
-            if message is None:
-                self.load_failed = self.proc.poll() is not None
-                reason = (
-                    self._exited() + " before its definitions were loaded (see the daemon's log)"
-                    if self.load_failed
-                    else f"its pre-started worker was not ready within {READY_WAIT_SECONDS:.0f} s"
-                )
-                self.stop()
-                return reason
-            self.ready = bool(message.get("ready"))
+        if not self.wait_ready(READY_WAIT_SECONDS):
+            self.load_failed = self.proc.poll() is not None
+            reason = (
+                self._exited() + " before its definitions were loaded (see the daemon's log)"
+                if self.load_failed
+                else f"its pre-started worker was not ready within {READY_WAIT_SECONDS:.0f} s"
+            )
+            self.stop()
+            return reason
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps({"run_id": run_id}) + "\n").encode())
@@ -186,7 +190,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
     def __init__(self, inst_data: Any = None) -> None:
         super().__init__(inst_data=inst_data)
         self._guard = threading.Lock()
-        self._idle: dict[str, _Worker] = {}  # code location name -> its pre-started worker
+        self._idle: dict[str, WarmWorker] = {}  # code location name -> its pre-started worker
         self._failed: set[tuple[str, str, str]] = set()  # workers that could not load
         self._unsupported = _compat.warm_launch_unsupported()
         if self._unsupported:
@@ -219,7 +223,9 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
         if not isinstance(target, str):
             self._prewarm(target)
 
-    def _hand_over(self, worker: _Worker | None, target: _Target, run_id: str) -> str | None:
+    def _hand_over(
+        self, worker: WarmWorker | None, target: WorkerTarget, run_id: str
+    ) -> str | None:
         if worker is None:
             if target.key in self._failed:
                 return "the pre-started worker for this code location failed to load it"
@@ -232,7 +238,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             self._failed.add(target.key)
         return reason
 
-    def _target(self, context: Any) -> _Target | str:
+    def _target(self, context: Any) -> WorkerTarget | str:
         """The run's code location as loaded now, or why its run cannot go to a worker."""
         run: dg.DagsterRun = context.dagster_run
         code_origin = run.job_code_origin
@@ -252,9 +258,9 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
         executable = code_origin.repository_origin.executable_path
         if not executable or not os.path.exists(executable):
             return f"the code location's Python ({executable}) is not on this host"
-        return _Target(location, server_id, code_origin.repository_origin, executable)
+        return WorkerTarget(location, server_id, code_origin.repository_origin, executable)
 
-    def _prewarm(self, target: _Target) -> None:
+    def _prewarm(self, target: WorkerTarget) -> None:
         """Start the next worker for ``target`` in the background (imports run in that process)."""
         if target.key in self._failed:
             return
@@ -267,7 +273,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
                 current.stop()
             try:
                 ref = dg.serialize_value(self._instance.get_ref())
-                self._idle[target.location] = _Worker.start(target, ref)
+                self._idle[target.location] = WarmWorker.start(target, ref)
             except OSError as exc:
                 self._idle.pop(target.location, None)
                 _log.warning("Could not start a pre-started run worker: %s", exc)
