@@ -54,7 +54,8 @@ from dango_dagster.defs.run_launcher import WarmWorker, WorkerTarget
 instance = dg.DagsterInstance.from_config(sys.argv[2])
 origin = dg.reconstructable(tiny_location.tiny_job).get_python_origin().repository_origin
 target = WorkerTarget("tiny", "server-1", origin, sys.executable)
-worker = WarmWorker.start(target, dg.serialize_value(instance.get_ref()))
+after = int(sys.argv[3]) if len(sys.argv) > 3 else None
+worker = WarmWorker.start(target, dg.serialize_value(instance.get_ref()), after)
 print("WORKER", worker.proc.pid, flush=True)
 print("READY" if worker.wait_ready(120) else "NOT-READY", flush=True)
 time.sleep(600)
@@ -166,3 +167,33 @@ def test_an_idle_worker_waits_at_no_cpu_and_exits_when_its_starter_is_killed(
         if starter.poll() is None:
             starter.kill()
             starter.wait(10)
+
+
+def test_the_next_worker_imports_only_once_the_previous_run_has_ended(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """Started beside a run, a worker waits at no CPU until that run's process exits."""
+    (tmp_path / "tiny_location.py").write_text(TINY)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(tmp_path), instance.root_directory, str(running.pid)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert starter.stdout is not None
+    try:
+        worker = psutil.Process(int(starter.stdout.readline().split()[1]))
+        time.sleep(1)  # the interpreter's own start
+        before = sum(worker.cpu_times()[:2])
+        time.sleep(2)
+        assert sum(worker.cpu_times()[:2]) - before < 0.02  # not importing yet
+        assert worker.memory_info().rss < 80 * 2**20  # the standard library only, no Dagster
+        running.kill()
+        running.wait()
+        assert starter.stdout.readline().strip() == "READY"
+    finally:
+        for proc in (running, starter):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

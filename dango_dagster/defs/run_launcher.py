@@ -51,8 +51,9 @@ from dango_dagster.lock.info import process_gone_reason
 
 _log = logging.getLogger(__name__)
 
-# How long a launch waits for a worker that is still importing (it is ahead of a new process).
-READY_WAIT_SECONDS = 20.0
+# How long a launch waits for a worker that is still importing (it is ahead of a new process, or
+# level with one when it waited for the previous run to end).
+READY_WAIT_SECONDS = 30.0
 # How long the worker may take to check a run and take it over (a job snapshot: ~20 ms idle).
 REPLY_WAIT_SECONDS = 30.0
 
@@ -83,7 +84,11 @@ class WarmWorker:
         self.load_failed = False  # exited before its definitions were loaded
 
     @classmethod
-    def start(cls, target: WorkerTarget, instance_ref: str) -> WarmWorker:
+    def start(
+        cls, target: WorkerTarget, instance_ref: str, after_pid: int | None = None
+    ) -> WarmWorker:
+        """Start a worker; with ``after_pid`` its imports wait until that process has exited
+        (or a run arrives), so they never take CPU from the run that process executes."""
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         bin_dir = os.path.dirname(target.executable)
@@ -98,7 +103,11 @@ class WarmWorker:
             )
         finally:
             os.close(write_fd)
-        spec = {"instance_ref": instance_ref, "origin": dg.serialize_value(target.origin)}
+        spec = {
+            "instance_ref": instance_ref,
+            "origin": dg.serialize_value(target.origin),
+            "after_pid": after_pid,
+        }
         assert proc.stdin is not None
         proc.stdin.write((json.dumps(spec) + "\n").encode())
         proc.stdin.flush()
@@ -134,7 +143,18 @@ class WarmWorker:
         return self.ready
 
     def hand_over(self, run_id: str) -> str | None:
-        """Give the worker ``run_id``; None once it took the run, else why not (worker stopped)."""
+        """Give the worker ``run_id``; None once it took the run, else why not (worker stopped).
+
+        The run id goes first: a worker still waiting for the previous run to end starts
+        importing at once, and reads it when its definitions are loaded.
+        """
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps({"run_id": run_id}) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            self.stop()
+            return self._exited()
         if not self.wait_ready(READY_WAIT_SECONDS):
             self.load_failed = self.proc.poll() is not None
             reason = (
@@ -144,13 +164,6 @@ class WarmWorker:
             )
             self.stop()
             return reason
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps({"run_id": run_id}) + "\n").encode())
-            self.proc.stdin.flush()
-        except OSError:
-            self.stop()
-            return self._exited()
         reply = self._message(REPLY_WAIT_SECONDS)
         if reply is not None and reply.get("accepted"):
             self._close()
@@ -209,9 +222,10 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             with self._guard:
                 worker = self._idle.pop(target.location, None)
             reason = self._hand_over(worker, target, run.run_id)
-            if reason is None:
+            if reason is None and worker is not None:
                 self._run_ids.add(run.run_id)
-                self._prewarm(target)
+                # The next worker imports once this run's process has ended (not beside it).
+                self._prewarm(target, after_pid=worker.proc.pid)
                 return
         self._instance.add_run_tags(run.run_id, {TAG_LAUNCH: "stock"})
         self._instance.report_engine_event(
@@ -260,8 +274,9 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             return f"the code location's Python ({executable}) is not on this host"
         return WorkerTarget(location, server_id, code_origin.repository_origin, executable)
 
-    def _prewarm(self, target: WorkerTarget) -> None:
-        """Start the next worker for ``target`` in the background (imports run in that process)."""
+    def _prewarm(self, target: WorkerTarget, after_pid: int | None = None) -> None:
+        """Start the next worker for ``target`` in the background (imports run in that process,
+        after process ``after_pid`` has exited when given)."""
         if target.key in self._failed:
             return
         with self._guard:
@@ -273,7 +288,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
                 current.stop()
             try:
                 ref = dg.serialize_value(self._instance.get_ref())
-                self._idle[target.location] = WarmWorker.start(target, ref)
+                self._idle[target.location] = WarmWorker.start(target, ref, after_pid)
             except OSError as exc:
                 self._idle.pop(target.location, None)
                 _log.warning("Could not start a pre-started run worker: %s", exc)

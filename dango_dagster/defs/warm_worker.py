@@ -10,7 +10,10 @@ One run per process, as before: the run's isolation does not change.
 Started by the launcher only: ``python -m dango_dagster.defs.warm_worker STATUS_FD``. One JSON
 object per line:
 
-- stdin, line 1: ``{"instance_ref", "origin", "server_id"}`` (Dagster-serialized values);
+- stdin, line 1: ``{"instance_ref", "origin", "after_pid"}`` (Dagster-serialized values). With
+  ``after_pid`` (the worker that just took a run) the imports wait, at no CPU, until that
+  process has exited or a run arrives: importing beside a running run took CPU from it on two
+  cores (its dbt step ran at half speed, docs/BENCHMARKS.md);
 - status fd: ``{"ready": true, "pid", "seconds"}`` once the definitions are built;
 - stdin, line 2: ``{"run_id"}``, or end of file: the launcher's process is gone (however it died,
   SIGKILL included), so exit. Blocked in ``read()`` an idle worker uses no CPU;
@@ -29,20 +32,17 @@ import contextlib
 import json
 import logging
 import os
+import select
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-# What the stock run worker imports before it can start (dagster, the definitions' libraries):
-# done here while no run is waiting.
-import dagster as dg
-
-from dango_dagster.constants import TAG_LAUNCH
-from dango_dagster.defs._compat import launcher_internals
-from dango_dagster.defs.runs import identity_tags
+# Nothing heavy at module level: a worker that waits for the previous run's process to end has
+# imported only the standard library. Dagster and the definitions are imported in ``serve``.
+if TYPE_CHECKING:
+    import dagster as dg
 
 _INSTALLED = tuple(
     str(Path(p).resolve())
@@ -89,6 +89,8 @@ class WarmDefinitions:
     """One code origin's definitions, loaded once, and the check a run must pass to use them."""
 
     def __init__(self, origin: Any) -> None:
+        from dango_dagster.defs._compat import launcher_internals
+
         self.origin = origin
         self.repository = launcher_internals().recon_repository_from_origin(origin).get_definition()
         self.repository.get_all_jobs()  # builds every job (asset jobs resolve lazily)
@@ -141,16 +143,68 @@ class WarmDefinitions:
         return None
 
 
-def serve(
-    spec: dict[str, Any], read_line: Callable[[], str], status: IO[str], started: float
-) -> int:
+class _Lines:
+    """Lines from a file descriptor, read unbuffered (``select`` on it stays truthful)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+
+    def pending(self) -> bool:
+        return b"\n" in self._buffer
+
+    def readline(self) -> str:
+        """The next line, or "" at end of file (the launcher's process is gone)."""
+        while b"\n" not in self._buffer:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return ""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_exit(pid: int, lines: _Lines) -> None:
+    """Until process ``pid`` has exited, or something (a run id, end of file) arrives on stdin.
+
+    Blocks in ``select`` on a pidfd (Linux); elsewhere it looks twice a second.
+    """
+    pidfd = -1
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or already gone
+        pidfd = os.pidfd_open(pid)
+    try:
+        while not lines.pending() and _alive(pid):
+            fds = [lines.fd] + ([pidfd] if pidfd >= 0 else [])
+            if select.select(fds, [], [], None if pidfd >= 0 else 0.5)[0]:
+                return
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def serve(spec: dict[str, Any], lines: _Lines, status: IO[str], started: float) -> int:
     """Load, say ready, wait for one run id, check it, execute it; returns the exit code."""
+    # What the stock run worker imports before it can start (dagster, the definitions'
+    # libraries): done here while no run is waiting.
+    import dagster as dg
+
+    from dango_dagster.constants import TAG_LAUNCH
+    from dango_dagster.defs._compat import launcher_internals
+    from dango_dagster.defs.runs import identity_tags
+
     ref: Any = dg.deserialize_value(spec["instance_ref"])  # an InstanceRef
     instance = dg.DagsterInstance.from_ref(ref)
     warm = WarmDefinitions(dg.deserialize_value(spec["origin"]))
     _send(status, {"ready": True, "pid": os.getpid(), "seconds": time.monotonic() - started})
-    ready_at = time.monotonic()
-    line = read_line()
+    line = lines.readline()
     if not line:  # the launcher's process is gone: nothing to do
         return 0
     run_id = str(json.loads(line)["run_id"])
@@ -168,9 +222,9 @@ def serve(
         _send(status, {"accepted": True})
         status.close()
         instance.report_engine_event(
-            f"Run handed to a pre-started worker (pid {os.getpid()}), whose imports and "
-            f"definitions were ready {handed - ready_at:.1f} s before it; checked and taken over "
-            f"in {time.monotonic() - handed:.2f} s. No new process was started for it.",
+            f"Run handed to a pre-started worker (pid {os.getpid()}): no new process, dagster and "
+            f"the definitions imported beforehand; checked and taken over in "
+            f"{time.monotonic() - handed:.2f} s.",
             run,
         )
         internals.execute_run_body(run_id, instance, lambda _event: None, False)
@@ -180,13 +234,16 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    started = time.monotonic()
     status = os.fdopen(int(args[0]), "w", encoding="utf-8")
+    lines = _Lines(sys.stdin.fileno())
     try:
-        first = sys.stdin.readline()
+        first = lines.readline()
         if not first:
             return 0
-        return serve(json.loads(first), sys.stdin.readline, status, started)
+        spec = json.loads(first)
+        if spec.get("after_pid"):
+            wait_for_exit(int(spec["after_pid"]), lines)
+        return serve(spec, lines, status, time.monotonic())
     except KeyboardInterrupt:  # Ctrl-C of `dagster dev` reaches its whole process group
         return 0
 
