@@ -90,16 +90,24 @@ def launcher_internals() -> SimpleNamespace:
 
 
 def code_server_identity(code_location: object) -> tuple[str, bool] | None:
-    """``(server_id, on_this_host)`` of a code location loaded from a gRPC server, else None.
+    """``(server_id, on_this_host)`` of the gRPC code server behind a code location, asked live;
+    None when it is not a gRPC code location or its server does not answer.
 
     The server id changes whenever the code location is reloaded (``dagster dev`` restarts its
     code server then), so a worker that loaded the definitions under another id is out of date.
+    It is asked of the server itself, not taken from the daemon's workspace, which learns of a
+    reload only some seconds later.
     """
     import socket
 
-    server_id = getattr(code_location, "server_id", None)
     client = getattr(code_location, "client", None)
-    if not isinstance(server_id, str) or client is None:
+    if client is None or not hasattr(client, "get_server_id"):
+        return None
+    try:
+        server_id = client.get_server_id(timeout=5)
+    except Exception:  # noqa: BLE001 - unreachable or reloading: no warm launch
+        return None
+    if not isinstance(server_id, str):
         return None
     if getattr(client, "socket", None):
         return server_id, True

@@ -265,7 +265,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             return f"code location {location} is not loaded ({exc})"
         identity = _compat.code_server_identity(code_location)
         if identity is None:
-            return f"code location {location} is not served by a gRPC code server"
+            return f"the code server of {location} is not a gRPC server, or did not answer"
         server_id, local = identity
         if not local:
             return f"the code server of {location} runs on another host"
