@@ -135,8 +135,10 @@ class WarmDefinitions:
                 f"{(run.job_snapshot_id or '?')[:12]} vs {snapshot_ids[0][:12]}): the code "
                 "location changed since the worker loaded it"
             )
+        # Only what the definitions were built from: a module imported since (lazily, by the
+        # subset above) is no sign of a change.
         now = definition_inputs()
-        changed = sorted(p for p, stamp in now.items() if self.inputs.get(p) != stamp)
+        changed = sorted(p for p, stamp in self.inputs.items() if now.get(p) != stamp)
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
             return f"{changed[0]}{more} changed since the worker loaded the definitions"
