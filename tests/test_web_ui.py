@@ -5,8 +5,11 @@ serves every test of this module, on a demo project that ``dango-dagster sync`` 
 Runs are launched with the GraphQL mutation the UI's "Materialize" button sends, tagged
 ``dagster/from_ui`` as the UI tags them. Screenshots go to each test's tmp folder.
 
-The module costs 2-3 minutes on two cores (the sync, ``dagster dev`` starting, two runs): what it
-checks needs a live daemon and web server, so the four tests share one.
+The module costs 4-5 minutes on two cores (the sync, ``dagster dev`` starting, about ten short
+runs): what it checks needs a live daemon and web server, so all its tests share one. The run
+launcher's tests (a pre-started worker takes the second run, changed definitions and a reload
+fall back to the stock launch, Terminate of a warm run) run in it too, rather than in a second
+``dagster dev``.
 """
 
 from __future__ import annotations
