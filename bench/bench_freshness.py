@@ -12,14 +12,22 @@ project's own instance, as the README says. Measured:
   the time went: sensor wait (drop -> run created), enqueue and dequeue, worker process start
   (imports, definitions), each step (load, dbt, snapshot), the rest.
 
-    .venv/bin/python bench/bench_freshness.py              # 7 drops
-    .venv/bin/python bench/bench_freshness.py --baseline   # then 7 with the old 30 s sensor
+``--baseline`` compares the run launchers: sessions alternate between the shipped instance
+settings (``WarmRunLauncher``: the run goes to a pre-started worker) and Dagster's stock
+``DefaultRunLauncher`` (the code server spawns a new process per run), so the machine's load hits
+both alike; the report puts the medians of each part side by side, with the ratio. The first run
+of a warm session has no worker yet; every drop waits for the next worker to be ready, as a file
+arriving a few seconds after the last run finds it.
+
+    .venv/bin/python bench/bench_freshness.py              # 7 drops, warm launcher
+    .venv/bin/python bench/bench_freshness.py --rounds 2 --drops 4 --baseline
     .venv/bin/python bench/bench_freshness.py --drops 3 --skip-start-check
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -34,10 +42,12 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import psutil
 import yaml
 from dagster_dev_path import SENSOR_TAG, UPLOADS_SENSOR, BenchError, DagsterDev, run_figures
 
-from dango_dagster.config import SETTINGS_RELPATH, ProjectConfig, load_config
+from dango_dagster.config import ProjectConfig, load_config
+from dango_dagster.constants import TAG_LAUNCH
 from dango_dagster.demo import init_demo_project
 
 BIN = Path(sys.executable).parent
@@ -51,8 +61,8 @@ PARTS = (
     ("sensor wait", "tick_seconds"),
     ("created -> enqueued", "created->enqueued"),
     ("enqueued -> dequeued", "enqueued->dequeued"),
-    ("worker process spawned", "worker spawned"),
-    ("worker imports + definitions", "worker imports+definitions"),
+    ("launch -> a worker process has the run", "worker spawned"),
+    ("worker imports + definitions (warm: its plan)", "worker imports+definitions"),
     ("load (files step)", LOAD),
     ("dbt build (dbt step)", "step dbt_models"),
     ("snapshot (snapshot step)", "step snapshots__warehouse"),
@@ -110,10 +120,11 @@ def _drop(config: ProjectConfig, number: int) -> tuple[float, list[int]]:
 def _visible(snapshot: Path, ids: list[int]) -> bool:
     try:
         with duckdb.connect(str(snapshot), read_only=True) as con:
-            found = con.execute(
+            row = con.execute(
                 f"select count(*) from raw_{SOURCE}.{SOURCE} where order_id in "
                 f"({', '.join(map(str, ids))})"
-            ).fetchone()[0]
+            ).fetchone()
+            found = row[0] if row else 0
     except duckdb.Error:
         return False
     return found == len(ids)
@@ -137,6 +148,7 @@ def one_drop(dev: DagsterDev, config: ProjectConfig, number: int) -> dict[str, A
     _sum_load_steps(figures["phases"])
     figures["phases"]["tick_seconds"] = figures["created"] - dropped
     figures["drop_to_snapshot_seconds"] = visible
+    figures["launch"] = record.dagster_run.tags.get(TAG_LAUNCH, "-")
     figures["snapshot_to_run_end_seconds"] = (
         figures["created"] + figures["run_seconds"] - (dropped + visible)
     )
@@ -180,16 +192,36 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-BASELINE_SETTINGS = {"upload_sensor_interval_seconds": 30, "upload_settle_seconds": 2.0}
-NEW_SETTINGS = {"upload_sensor_interval_seconds": 1, "upload_settle_seconds": 1.0}
+WARM = {"module": "dango_dagster.defs.run_launcher", "class": "WarmRunLauncher"}
+STOCK = {"module": "dagster", "class": "DefaultRunLauncher"}
 
 
-def _set_automation(config: ProjectConfig, values: dict[str, Any]) -> None:
-    path = config.root / SETTINGS_RELPATH
-    settings = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-    settings = settings or {}
-    settings.setdefault("automation", {}).update(values)
+def _set_launcher(config: ProjectConfig, launcher: dict[str, str]) -> None:
+    """The instance's ``run_launcher`` (the bench project's own copy of the shipped settings)."""
+    path = config.dagster_home / "dagster.yaml"
+    settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    settings["run_launcher"] = launcher
     path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+
+
+def _wait_warm_worker(dev: DagsterDev, timeout: float = 120.0) -> dict[str, float] | None:
+    """Until the pre-started worker is idle (blocked on its pipe); its memory, in MB."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            env = proc.info["environ"] or {}
+            if "dango_dagster.defs.warm_worker" not in (proc.info["cmdline"] or []):
+                continue
+            if env.get("DAGSTER_HOME") != str(dev.dagster_home):
+                continue
+            with contextlib.suppress(psutil.Error):
+                cpu = sum(proc.cpu_times()[:2])
+                time.sleep(0.5)
+                if sum(proc.cpu_times()[:2]) - cpu < 0.01:  # done importing
+                    mem = proc.memory_full_info()
+                    return {"rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20}
+        time.sleep(0.5)
+    return None
 
 
 def session(
@@ -198,10 +230,12 @@ def session(
     drops: int,
     out: dict[str, Any],
     *,
+    warm: bool,
     start_check_too: bool = False,
 ) -> None:
     """One ``dagster dev`` on the project, ``drops`` files dropped one after the other."""
     first = 1 + len(out["samples"]) + 1000 * ("baseline" in log.name)  # fresh order ids
+    _set_launcher(config, WARM if warm else STOCK)
     opened = time.time()
     with DagsterDev(config, config.dagster_home, log) as dev:
         started = time.monotonic()
@@ -210,7 +244,15 @@ def session(
             print(f"start: {out['start']}", flush=True)
         else:
             dev.wait_sensor_ticked(UPLOADS_SENSOR, after=opened)
+        # The session's first run: no pre-started worker yet (warm) and cold caches (both).
+        # Not counted; what is measured is a file arriving while dagster dev has been up.
+        out.setdefault("first_runs", []).append(one_drop(dev, config, first + 500))
         for number in range(first, first + drops):
+            if warm:
+                dev.wait_idle()
+                memory = _wait_warm_worker(dev)
+                if memory:
+                    out.setdefault("worker_memory", []).append(memory)
             sample = one_drop(dev, config, number)
             out["samples"].append(sample)
             parts = ", ".join(f"{k} {v:.2f}" for k, v in sample["phases"].items())
@@ -219,22 +261,51 @@ def session(
             )
 
 
+def side_by_side(warm: dict[str, Any], stock: dict[str, Any]) -> list[str]:
+    """Medians of each part for the two launchers, and their ratio."""
+    lines = [
+        f"| part | warm launcher ({len(warm['samples'])} drops) | stock launcher "
+        f"({len(stock['samples'])} drops) | warm / stock |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in PARTS:
+        a, b = _median(warm["samples"], key), _median(stock["samples"], key)
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        cells = [f"{v:.2f}" if v is not None else "-" for v in (a, b)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    a = statistics.median(s["drop_to_snapshot_seconds"] for s in warm["samples"])
+    b = statistics.median(s["drop_to_snapshot_seconds"] for s in stock["samples"])
+    lines.append(f"| **drop -> visible in snapshot** | **{a:.2f}** | {b:.2f} | **{a / b:.2f}** |")
+    launches = [s.get("launch") for s in warm["samples"]]
+    lines += ["", f"warm sessions: {launches.count('warm')} of {len(launches)} runs warm-launched"]
+    memory = warm.get("worker_memory") or []
+    if memory:
+        rss = statistics.median(m["rss_mb"] for m in memory)
+        uss = statistics.median(m["uss_mb"] for m in memory)
+        lines.append(f"one idle pre-started worker: {rss:.0f} MB RSS, {uss:.0f} MB its own (USS)")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drops", type=int, default=7, help="drops per dagster dev session")
-    parser.add_argument("--rounds", type=int, default=1, help="sessions of each setting")
+    parser.add_argument("--rounds", type=int, default=1, help="sessions of each launcher")
     parser.add_argument("--rows", type=int, default=None, help="demo orders (default: demo's)")
     parser.add_argument("--skip-start-check", action="store_true")
     parser.add_argument(
-        "--baseline", action="store_true", help="then the same drops with the old sensor settings"
+        "--baseline",
+        action="store_true",
+        help="alternate with sessions on Dagster's stock DefaultRunLauncher",
     )
     parser.add_argument("--report", type=Path, help="print the tables of a saved result, only")
     args = parser.parse_args()
     if args.report:
         saved = json.loads(args.report.read_text(encoding="utf-8"))
-        for sample in saved["samples"]:
+        for sample in saved["samples"] + saved.get("baseline", {}).get("samples", []):
             _sum_load_steps(sample["phases"])
         print("\n".join(report_lines(saved)))
+        if "baseline" in saved:
+            print("\n".join(["", *side_by_side(saved, saved["baseline"])]))
         return
 
     base = Path(tempfile.mkdtemp(prefix="bench_fresh_"))
@@ -243,49 +314,43 @@ def main() -> None:
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "settings": config.automation.model_dump(),
+        "launcher": WARM,
+        "load_average": [],
         "samples": [],
     }
-    baseline: dict[str, Any] = {"settings": BASELINE_SETTINGS, "samples": []}
+    baseline: dict[str, Any] = {"launcher": STOCK, "samples": []}
     for round_ in range(args.rounds):
-        # Rounds alternate the two settings, so the shared machine's load hits both alike.
-        _set_automation(config, NEW_SETTINGS)
+        # Sessions alternate the two launchers, so the shared machine's load hits both alike.
+        result["load_average"].append(os.getloadavg())
         session(
-            load_config(config.root),
+            config,
             base / f"dagster_dev_{round_}.log",
             args.drops,
             result,
+            warm=True,
             start_check_too=round_ == 0 and not args.skip_start_check,
         )
         if args.baseline:
-            # The settings before this work: a 30 s sensor interval and a 2 s settle time
-            # (the issue measured 19 s of sensor wait with them).
-            _set_automation(config, BASELINE_SETTINGS)
+            result["load_average"].append(os.getloadavg())
             session(
-                load_config(config.root),
+                config,
                 base / f"dagster_dev_baseline_{round_}.log",
                 args.drops,
                 baseline,
+                warm=False,
             )
+    result["load_average"].append(os.getloadavg())
+    lines = report_lines(result)
     if args.baseline:
         result["baseline"] = baseline
-    log = base
-    lines = report_lines(result)
-    if "baseline" in result:
-        lines += [
-            "",
-            "baseline (sensor every 30 s, settle 2 s):",
-            *report_lines(result["baseline"]),
-        ]
-        now = statistics.median(s["drop_to_snapshot_seconds"] for s in result["samples"])
-        then = statistics.median(
-            s["drop_to_snapshot_seconds"] for s in result["baseline"]["samples"]
-        )
-        lines += ["", f"median ratio (now / baseline): {now / then:.2f}"]
+        lines += ["", *side_by_side(result, baseline)]
+    loads = [round(v[0], 1) for v in result["load_average"]]
+    lines += ["", f"load average (1 min) at each session's start and the end: {loads}"]
     print("\n".join(lines))
     out = BENCH / "results" / "freshness.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-    print(f"\nfigures: {out}\nlogs: {log}/dagster_dev_*.log")
+    print(f"\nfigures: {out}\nlogs: {base}/dagster_dev_*.log")
 
 
 if __name__ == "__main__":

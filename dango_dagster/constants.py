@@ -30,6 +30,9 @@ TAG_WAREHOUSE = "dango/warehouse"
 TAG_PID = "dango/pid"
 TAG_PROCESS_START = "dango/process_start_time"
 TAG_HOST = "dango/host"
+# How the daemon started the run: "warm" (handed to a pre-started worker process, imports done)
+# or "stock" (a new process, Dagster's default); see defs/run_launcher.py.
+TAG_LAUNCH = "dango/launch"
 
 # -- run tags Dagster sets (who launched a run) -------------------------------------------------
 DAGSTER_SENSOR_TAG = "dagster/sensor_name"

@@ -1,6 +1,7 @@
 """Automation on a real instance: uploads sensor, declarative automation, daemon-free path."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -55,13 +56,25 @@ def test_uploads_sensor_requests_one_run_per_change(demo: Path) -> None:
         unchanged = _tick(defs, instance, first.cursor)
         assert unchanged.run_requests == []
 
-        # A burst of files still being written: nothing yet, then exactly one run once quiet.
+        # A burst of files still being written while the sensor looks (one every 0.3 s, for
+        # longer than the settle time it waits out within a tick): nothing yet, then exactly
+        # one run once quiet.
         orders = demo / "data" / "uploads" / "orders"
-        for i in range(20):
-            (orders / f"burst_{i:02d}.csv").write_text(
-                f"order_id,customer_id,order_date,status\n{800000 + i},1,2031-02-01,placed\n"
-            )
-        settling = _tick(defs, instance, first.cursor)
+
+        def write_burst() -> None:
+            for i in range(20):
+                (orders / f"burst_{i:02d}.csv").write_text(
+                    f"order_id,customer_id,order_date,status\n{800000 + i},1,2031-02-01,placed\n"
+                )
+                time.sleep(0.3)
+
+        writer = threading.Thread(target=write_burst)
+        writer.start()
+        try:
+            time.sleep(0.1)
+            settling = _tick(defs, instance, first.cursor)
+        finally:
+            writer.join()
         assert settling.run_requests == []
         assert "settling" in settling.skip_reason.skip_message
         _age(orders)
@@ -70,6 +83,16 @@ def test_uploads_sensor_requests_one_run_per_change(demo: Path) -> None:
         assert burst.run_requests[0].run_key != request.run_key
         for i in range(20):
             (orders / f"burst_{i:02d}.csv").unlink()
+
+        # A file renamed into place just now: the sensor waits out the rest of the settle time
+        # (1 s) within this evaluation instead of the daemon's next one, 5 s later.
+        (orders / ".fresh.tmp").write_text(NEW_ORDERS.replace("900001", "900002"))
+        os.replace(orders / ".fresh.tmp", orders / "fresh.csv")
+        started = time.monotonic()
+        fresh = _tick(defs, instance, burst.cursor)
+        assert len(fresh.run_requests) == 1
+        assert 0.5 < time.monotonic() - started < 5
+        (orders / "fresh.csv").unlink()
 
 
 def test_schedule_refreshes_everything(demo: Path) -> None:

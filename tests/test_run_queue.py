@@ -208,13 +208,17 @@ def test_a_run_queued_past_its_lock_timeout_fails_naming_the_holder(
 
 
 def test_dev_names_an_instance_without_the_run_queue(tmp_path: Path) -> None:
-    from dango_dagster.cli.dev_cmd import run_queue_note
+    """An instance made by an older version (``run_queue:``, no coordinator, no launcher)."""
+    from dango_dagster.cli.dev_cmd import instance_settings_note
 
     shutil.copyfile(shipped_file("dagster_home", "dagster.yaml"), tmp_path / "dagster.yaml")
-    assert run_queue_note(tmp_path) is None
+    assert instance_settings_note(tmp_path) is None
     (tmp_path / "dagster.yaml").write_text("run_queue:\n  dequeue_interval_seconds: 1\n")
-    note = run_queue_note(tmp_path)
-    assert note is not None and "run_coordinator section of docs/DAGSTER.md" in note
+    note = instance_settings_note(tmp_path)
+    assert note is not None
+    assert "no run_coordinator WarehouseRunCoordinator" in note
+    assert "no run_launcher WarmRunLauncher" in note
+    assert note.splitlines()[-1].strip().endswith("in place of its run_queue section.")
 
 
 def test_waiting_behind_a_run_of_the_project_has_no_time_limit(

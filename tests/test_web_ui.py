@@ -5,8 +5,12 @@ serves every test of this module, on a demo project that ``dango-dagster sync`` 
 Runs are launched with the GraphQL mutation the UI's "Materialize" button sends, tagged
 ``dagster/from_ui`` as the UI tags them. Screenshots go to each test's tmp folder.
 
-The module costs about 2 minutes on two cores (the sync, ``dagster dev`` starting, five runs):
-what it checks needs a live daemon and web server, so the five tests share one.
+The module costs 4-6 minutes on two cores (the sync, ``dagster dev`` starting, about a dozen
+short runs): what it checks needs a live daemon and web server, so all its tests share one. The
+run queue's tests (a run Queued behind an outside holder and behind another run) and the run
+launcher's (a pre-started worker takes the second run, changed definitions and a reload fall back
+to the stock launch, Terminate of a warm run) run in it too, rather than in a second
+``dagster dev``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pytest
 from lockprocs.harness import LockProc
 
 from dango_dagster.config import load_config
+from dango_dagster.constants import TAG_LAUNCH
 from dango_dagster.defs.automation import AUTOMATION_SENSOR, UPLOADS_SENSOR
 from dango_dagster.demo import init_demo_project
 
@@ -108,6 +114,69 @@ class Dev:
         run = self.instance.get_run_by_id(run_id)
         assert run is not None
         return run
+
+    def finished(self, run_id: str, timeout: float = 180) -> dg.DagsterRun:
+        return self.wait_for(
+            f"run {run_id[:8]} to finish",
+            lambda: self.run(run_id).is_finished and self.run(run_id),
+            timeout=timeout,
+        )
+
+    def wait_idle(self, timeout: float = 240) -> None:
+        """No run queued or running (automation may follow a run with one of its own)."""
+        busy = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.CANCELING,
+        ]
+        self.wait_for(
+            "the instance to be idle",
+            lambda: not self.instance.get_runs(dg.RunsFilter(statuses=busy), limit=1),
+            timeout=timeout,
+        )
+
+    def messages(self, run_id: str) -> list[str]:
+        return [entry.message or "" for entry in self.instance.all_logs(run_id)]
+
+    def warm_workers(self) -> list[psutil.Process]:
+        """The pre-started run workers of this ``dagster dev`` that wait for a run."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            cmdline = proc.info["cmdline"] or []
+            env = proc.info["environ"] or {}
+            if "dango_dagster.defs.warm_worker" in cmdline and env.get("DAGSTER_HOME") == str(
+                self.home
+            ):
+                found.append(proc)
+        return found
+
+    def one_warm_worker(self) -> list[psutil.Process] | None:
+        """The one pre-started worker once it is idle (imports done: no CPU over 0.5 s) and a
+        worker that ran a run has exited."""
+        found = self.warm_workers()
+        if len(found) != 1:
+            return None
+        before = sum(found[0].cpu_times()[:2])
+        time.sleep(0.5)
+        return found if sum(found[0].cpu_times()[:2]) - before < 0.01 else None
+
+    def reload_location(self) -> None:
+        data = self.graphql(
+            """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {
+                 __typename } }""",
+            {"name": LOCATION},
+        )
+        assert data["reloadRepositoryLocation"]["__typename"] == "WorkspaceLocationEntry", data
+
+    def terminate(self, run_id: str) -> None:
+        data = self.graphql(
+            """mutation($id: String!) { terminateRun(runId: $id) { __typename
+                 ... on TerminateRunFailure { message } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )
+        assert data["terminateRun"]["__typename"] == "TerminateRunSuccess", data
 
 
 def _free_port() -> int:
@@ -331,6 +400,145 @@ def test_second_run_queues_behind_the_first_and_a_killed_run_frees_its_place(dev
     assert dead.status == dg.DagsterRunStatus.FAILURE
     done = dev.wait_for("the second run to finish", lambda: dev.run(second).is_finished, 180)
     assert done and dev.run(second).status == dg.DagsterRunStatus.SUCCESS
+
+
+SNAPSHOT = [["snapshots", "warehouse"]]
+PAUSE_MODEL = """\
+import pathlib
+import time
+
+
+def model(dbt, session):
+    # Waits while {pause} exists (at most 90 s), after touching {mark}: the test then knows
+    # the run is inside its dbt build, holding the warehouse lock.
+    dbt.config(materialized="table")
+    pathlib.Path({mark!r}).touch()
+    deadline = time.time() + 90
+    while pathlib.Path({pause!r}).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    return session.sql("select 1 as paused")
+"""
+
+
+def test_second_run_starts_in_a_pre_started_worker(dev: Dev) -> None:
+    """Two runs one after the other: the second goes to the worker started after the first."""
+    dev.wait_idle()
+    first = dev.finished(dev.launch_from_ui(SNAPSHOT))
+    assert first.status == dg.DagsterRunStatus.SUCCESS
+    dev.wait_idle()
+    # The first run the daemon launched in this session had no worker waiting yet.
+    launched = [r for r in dev.instance.get_runs() if r.run_id not in dev.synced_runs]
+    oldest = launched[-1]
+    assert oldest.tags[TAG_LAUNCH] == "stock"
+    assert any("no pre-started worker yet" in m for m in dev.messages(oldest.run_id))
+
+    workers = dev.wait_for("an idle pre-started worker", dev.one_warm_worker, timeout=120)
+    # Idle means blocked on its pipe: no CPU time over 3 s.
+    before = sum(workers[0].cpu_times()[:2])
+    time.sleep(3)
+    assert sum(workers[0].cpu_times()[:2]) - before < 0.05
+
+    second_id = dev.launch_from_ui(SNAPSHOT)
+    second = dev.finished(second_id)
+    assert second.status == dg.DagsterRunStatus.SUCCESS
+    assert second.tags[TAG_LAUNCH] == "warm"
+    assert second.tags["dango/pid"] == str(workers[0].pid)
+    assert any(
+        m.startswith(f"Run handed to a pre-started worker (pid {workers[0].pid})")
+        for m in dev.messages(second_id)
+    )
+    # It ran one run and exited; the next worker is already there.
+    dev.wait_for("the worker to exit", lambda: not workers[0].is_running(), timeout=60)
+    dev.wait_for("the next pre-started worker", dev.one_warm_worker, timeout=120)
+
+
+# The worker's three checks; which one sees a reload first depends on when the daemon notices it.
+STALE = (
+    "code location was reloaded since its pre-started worker",
+    "the run's job differs from the worker's definitions",
+    "changed since the worker loaded the definitions",
+)
+
+
+def test_changed_definitions_fall_back_to_the_stock_launch(dev: Dev) -> None:
+    """A file the definitions come from changes (then also the code location is reloaded):
+    the run may not execute with the worker's old definitions."""
+    dev.wait_idle()
+    dev.wait_for("an idle pre-started worker", dev.one_warm_worker, timeout=120)
+    config = load_config(dev.project)
+    pause, mark = dev.project / "pause", dev.project / "paused"
+    model = config.dbt_project_dir / "models" / "marts" / "zz_pause.py"
+    model.write_text(PAUSE_MODEL.format(pause=str(pause), mark=str(mark)))
+
+    changed = dev.finished(dev.launch_from_ui(SNAPSHOT))
+    assert changed.status == dg.DagsterRunStatus.SUCCESS
+    assert changed.tags[TAG_LAUNCH] == "stock"
+    assert any(
+        "(dbt) changed since the worker loaded the definitions" in m
+        for m in dev.messages(changed.run_id)
+    ), dev.messages(changed.run_id)
+
+    # The next worker loaded the new file. Change it again, and reload the code location.
+    dev.wait_idle()
+    dev.wait_for("an idle pre-started worker", dev.one_warm_worker, timeout=120)
+    model.write_text(model.read_text() + "\n# changed again before the reload\n")
+    reloaded_at = time.time()
+    dev.reload_location()
+    dev.wait_for(
+        "the reloaded code location to show the new model",
+        lambda: any(
+            n["assetKey"]["path"] == ["marts", "zz_pause"]
+            for n in dev.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+        ),
+        timeout=120,
+    )
+    mine = dev.finished(dev.launch_from_ui(SNAPSHOT))
+    assert mine.status == dg.DagsterRunStatus.SUCCESS
+    dev.wait_idle()
+    # Automation may launch a run of the new model too: whichever the daemon launched first
+    # after the reload met the worker loaded before it.
+    after = [
+        r
+        for r in dev.instance.get_run_records()
+        if r.create_timestamp.timestamp() > reloaded_at and r.start_time
+    ]
+    first = min(after, key=lambda r: r.start_time or 0).dagster_run
+    assert first.tags[TAG_LAUNCH] == "stock"
+    messages = dev.messages(first.run_id)
+    assert any(reason in m for m in messages for reason in STALE), messages
+
+
+def test_terminate_cancels_a_warm_run_and_frees_the_lock(dev: Dev) -> None:
+    """The UI's Terminate on a run inside its dbt build, in a pre-started worker."""
+    dev.wait_idle()
+    dev.wait_for("a pre-started worker", dev.one_warm_worker, timeout=120)
+    pause, mark = dev.project / "pause", dev.project / "paused"
+    mark.unlink(missing_ok=True)
+    pause.touch()
+    try:
+        run_id = dev.launch_from_ui([["marts", "zz_pause"]])
+        dev.wait_for("the run to be inside its dbt build", mark.exists, timeout=120)
+        assert dev.run(run_id).tags[TAG_LAUNCH] == "warm"
+        probe = LockProc("dango", dev.project)
+        probe.expect("BUSY")  # the run holds the warehouse lock
+        probe.cleanup()
+        dev.terminate(run_id)
+        done = dev.finished(run_id, timeout=60)
+    finally:
+        pause.unlink(missing_ok=True)
+    assert done.status == dg.DagsterRunStatus.CANCELED
+    worker = int(done.tags["dango/pid"])
+    dev.wait_for("the worker to exit", lambda: not psutil.pid_exists(worker), timeout=30)
+    holder = LockProc("dango", dev.project)
+    try:
+        holder.expect("HELD")  # free: nobody holds it any more
+    finally:
+        holder.let_go()
+        holder.cleanup()
+    status = json.loads(
+        (load_config(dev.project).state_dir / f"sync_status_{run_id[:12]}.json").read_text()
+    )
+    assert status["phase"] == "interrupted", status
 
 
 def test_console_is_quiet(dev: Dev) -> None:

@@ -58,26 +58,49 @@ def dev_command(
     return cmd, env
 
 
-def run_queue_note(dagster_home: Path) -> str | None:
-    """A note when the instance lacks the run queue (made by an older version: ``run_queue:``).
+# What the shipped instance settings add (class in its section -> what a user misses without it).
+_SHIPPED_SECTIONS = {
+    "run_coordinator": (
+        "WarehouseRunCoordinator",
+        "a run that waits for the warehouse shows as started, waiting in its step, instead of "
+        "Queued naming the lock's holder (docs/DAGSTER.md, The run queue)",
+    ),
+    "run_launcher": (
+        "WarmRunLauncher",
+        "every run starts in a new process that imports Dagster, dbt and the definitions again, "
+        "about 3.5 s (docs/DAGSTER.md, Run launcher)",
+    ),
+}
 
-    Runs still wait safely then, but inside a started step; the note says how to get the
-    Queued state. The instance's settings are the user's file: we never rewrite them.
+
+def instance_settings_note(dagster_home: Path) -> str | None:
+    """A note when the instance lacks the run queue or the warm run launcher (made by an older
+    version). Runs still work and wait safely; the note says what is missing and how to get it.
+    The instance's settings are the user's file: we never rewrite them.
     """
     import yaml
 
+    path = dagster_home / "dagster.yaml"
     try:
-        settings = yaml.safe_load((dagster_home / "dagster.yaml").read_text()) or {}
+        settings = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
-    coordinator = settings.get("run_coordinator") if isinstance(settings, dict) else None
-    if isinstance(coordinator, dict) and coordinator.get("class") == "WarehouseRunCoordinator":
+    if not isinstance(settings, dict):
         return None
-    return (
-        f"  note: {dagster_home / 'dagster.yaml'} has no WarehouseRunCoordinator, so a run that "
-        "waits for the warehouse shows as started, waiting in its step. To see it Queued, naming "
-        "the lock's holder, put the run_coordinator section of docs/DAGSTER.md (The run queue) "
-        "in place of its run_queue section."
+    missing = []
+    for section, (cls, without) in _SHIPPED_SECTIONS.items():
+        value = settings.get(section)
+        if not (isinstance(value, dict) and value.get("class") == cls):
+            missing.append(f"    - no {section} {cls}: {without}")
+    if not missing:
+        return None
+    return "\n".join(
+        [
+            f"  note: {path} predates these instance settings:",
+            *missing,
+            "    To get them, copy those sections of dagster_home/dagster.yaml (shipped with"
+            " dango-dagster) into it, in place of its run_queue section.",
+        ]
     )
 
 
@@ -92,7 +115,7 @@ def _dev(args: argparse.Namespace) -> int:
     )
     print(f"Dagster web UI for {config.root}: http://{args.host}:{args.port}", flush=True)
     print(f"  instance {home}; Ctrl-C stops it", flush=True)
-    note = run_queue_note(home)
+    note = instance_settings_note(home)
     if note:
         print(note, flush=True)
     os.chdir(shipped_file("workspace.yaml").parent)  # workspace.yaml's working_directory: '.'

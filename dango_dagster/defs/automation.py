@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 _NO_NAMES = ProjectNames()
 # How often the daemon evaluates the automation conditions (cheap: it reads the event log only).
 AUTOMATION_INTERVAL_SECONDS = 10
+# A folder that has been quiet for all but this much of its settle time is waited out within the
+# sensor's evaluation and looked at again: the daemon's next evaluation is 5 s away, and a file
+# renamed into place (or copied in one go) is complete already. Folders still being written stay
+# "settling" either way.
+SETTLE_WAIT_IN_TICK_SECONDS = 2.0
 
 __all__ = [
     "build_automation_sensor",
@@ -106,6 +111,12 @@ def build_uploads_sensor(
                     continue
                 if loaded:
                     cursor[source.name] = digest
+                    continue
+            left = settle - (time.time() - newest)
+            if 0 < left <= SETTLE_WAIT_IN_TICK_SECONDS:
+                time.sleep(left)
+                digest, newest = fingerprint(upload_files(config, source))
+                if digest == cursor.get(source.name):
                     continue
             if time.time() - newest < settle:
                 skipped.append(f"{source.name} (settling)")  # still being written

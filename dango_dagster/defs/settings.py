@@ -32,3 +32,9 @@ def config_for(project_dir: str | os.PathLike[str] | None) -> ProjectConfig:
     with _GUARD:
         known = _CONFIGS.get(root)
     return known if known is not None else remember(load_config(root))
+
+
+def remembered() -> list[ProjectConfig]:
+    """The settings of every project folder this process built definitions for (or loaded)."""
+    with _GUARD:
+        return list(_CONFIGS.values())

@@ -63,7 +63,9 @@ def dbt_env(config: ProjectConfig) -> dict[str, str]:
     return {**os.environ, **_dbt_vars(config)}
 
 
-def _newest_source_mtime(project_dir: Path) -> float:
+def newest_dbt_source_mtime(project_dir: Path) -> float:
+    """The newest mtime of the dbt project's sources and folders: the manifest is stale when it is
+    older (also what tells a pre-started run worker its definitions are out of date)."""
     newest = 0.0
     for dirpath, dirnames, filenames in os.walk(project_dir):
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
@@ -94,7 +96,8 @@ def ensure_manifest(config: ProjectConfig) -> Path:
     manifest = project_dir / "target" / "manifest.json"
 
     def fresh() -> bool:
-        return manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(project_dir)
+        newest = newest_dbt_source_mtime(project_dir)
+        return manifest.exists() and manifest.stat().st_mtime >= newest
 
     if fresh():
         return manifest
