@@ -116,6 +116,10 @@ class AutomationSettings(_Section):
     # sensor daemon wakes every 5 s, so anything up to 5 means "every wake-up"), and how long the
     # newest file must be quiet before a run starts (a burst of files gives one run, not fifty).
     upload_sensor_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 1
+    # Within one evaluation the sensor keeps looking (a stat every 0.1 s) for this long when
+    # nothing changed, so a file dropped between two of the daemon's wake-ups (5 s apart) is seen
+    # at once instead of at the next one. 0: one look per evaluation.
+    upload_watch_seconds: Annotated[float, Field(ge=0, le=30)] = 4.0
     # None: platform.debounce_seconds (Dango's watcher setting).
     upload_settle_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None
     # Finished status files are deleted after this long.

@@ -94,6 +94,26 @@ def test_uploads_sensor_requests_one_run_per_change(demo: Path) -> None:
         assert 0.5 < time.monotonic() - started < 5
         (orders / "fresh.csv").unlink()
 
+        # A file dropped while an evaluation with nothing new is still looking (it watches for
+        # automation.upload_watch_seconds, 4 s): that same evaluation requests its run.
+        gone = _tick(defs, instance, fresh.cursor)  # fresh.csv removed: a change, one run
+        assert len(gone.run_requests) == 1
+
+        def drop_later() -> None:
+            time.sleep(1.5)
+            (orders / ".watched.tmp").write_text(NEW_ORDERS.replace("900001", "900003"))
+            os.replace(orders / ".watched.tmp", orders / "watched.csv")
+
+        dropper = threading.Thread(target=drop_later)
+        dropper.start()
+        try:
+            watched = _tick(defs, instance, gone.cursor)
+        finally:
+            dropper.join()
+        assert len(watched.run_requests) == 1, watched.skip_reason
+        assert watched.run_requests[0].tags["dango/source"] == "orders"
+        (orders / "watched.csv").unlink()
+
 
 def test_schedule_refreshes_everything(demo: Path) -> None:
     """The demo's schedules.yml entry daily_refresh (type sync, every source) is a Dagster one."""

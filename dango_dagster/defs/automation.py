@@ -36,6 +36,8 @@ AUTOMATION_INTERVAL_SECONDS = 10
 # renamed into place (or copied in one go) is complete already. Folders still being written stay
 # "settling" either way.
 SETTLE_WAIT_IN_TICK_SECONDS = 2.0
+# How often the uploads sensor looks again within one evaluation (automation.upload_watch_seconds).
+UPLOAD_WATCH_POLL_SECONDS = 0.1
 
 __all__ = [
     "build_automation_sensor",
@@ -79,20 +81,11 @@ def build_uploads_sensor(
     """
     file_sources = [s for s in config.sources if s.is_files and config.watched(s)]
 
-    @dg.sensor(
-        name=names.name(UPLOADS_SENSOR),
-        job=job,
-        minimum_interval_seconds=config.automation.upload_sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING
-        if config.platform.auto_sync
-        else dg.DefaultSensorStatus.STOPPED,
-        description=(
-            "Starts ingestion of a source (and the dbt models and snapshot downstream of it) when "
-            f"files appear or change under {config.uploads_dir}."
-        ),
-    )
-    def uploads_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    def look(
+        context: dg.SensorEvaluationContext, cursor: dict[str, str], busy: set[str]
+    ) -> tuple[list[dg.RunRequest], list[str]]:
+        """One look at the watched files: a run request per changed source that has settled
+        (``cursor`` is updated for them), and why the others wait."""
         settle = config.upload_settle_seconds
         requests: list[dg.RunRequest] = []
         skipped: list[str] = []
@@ -105,8 +98,9 @@ def build_uploads_sensor(
             if known is None:
                 # No cursor yet (a fresh instance): start from what the warehouse already holds,
                 # so the first `dagster dev` after a sync does not load everything again.
-                loaded = already_loaded(config, source)
+                loaded = None if source.name in busy else already_loaded(config, source)
                 if loaded is None:
+                    busy.add(source.name)
                     skipped.append(f"{source.name} (warehouse busy)")
                     continue
                 if loaded:
@@ -129,6 +123,31 @@ def build_uploads_sensor(
                     tags={TAG_SOURCE: source.name},
                 )
             )
+        return requests, skipped
+
+    @dg.sensor(
+        name=names.name(UPLOADS_SENSOR),
+        job=job,
+        minimum_interval_seconds=config.automation.upload_sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if config.platform.auto_sync
+        else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Starts ingestion of a source (and the dbt models and snapshot downstream of it) when "
+            f"files appear or change under {config.uploads_dir}."
+        ),
+    )
+    def uploads_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        busy: set[str] = set()  # warehouse busy at the first look: not asked again this time
+        # Nothing changed: look again every 0.1 s until the watch window ends (the daemon's next
+        # wake-up is 5 s away), so a dropped file is seen at once.
+        deadline = time.monotonic() + config.automation.upload_watch_seconds
+        while True:
+            requests, skipped = look(context, cursor, busy)
+            if requests or time.monotonic() >= deadline:
+                break
+            time.sleep(UPLOAD_WATCH_POLL_SECONDS)
         return dg.SensorResult(
             run_requests=requests,
             cursor=json.dumps(cursor, sort_keys=True),
