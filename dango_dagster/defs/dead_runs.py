@@ -45,6 +45,7 @@ from dango_dagster.sync_status import (
 )
 
 __all__ = [
+    "IN_PROGRESS",
     "build_dead_runs_sensor",
     "reconcile_dead_runs",
     "reconcile_run",
@@ -52,7 +53,8 @@ __all__ = [
     "run_gone_reason",
 ]
 
-_UNFINISHED = [
+# A run in these has (or is about to have) a process: what a dead process leaves behind.
+IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
@@ -124,7 +126,7 @@ def reconcile_dead_runs(instance: dg.DagsterInstance, config: ProjectConfig) -> 
     fixed: list[str] = []
     for data in reconcile_status_files(config.state_dir):
         fixed.append(f"run {data.get('run_id', '?')[:8]}: {data['message']}")
-    for run in instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED), limit=200):
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=200):
         message = reconcile_run(instance, run, config.state_dir)
         if message is not None:
             fixed.append(message)

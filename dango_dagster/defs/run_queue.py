@@ -47,7 +47,7 @@ from dango_dagster.constants import (
     TAG_WAREHOUSE,
 )
 from dango_dagster.defs._compat import op_tags_of_run
-from dango_dagster.defs.dead_runs import reconcile_run
+from dango_dagster.defs.dead_runs import IN_PROGRESS, reconcile_run
 from dango_dagster.defs.gate import holder_tag, lock_timeout_for_run
 from dango_dagster.defs.settings import config_for
 from dango_dagster.lock import LockHolder, LockTarget, lock_target, read_lock_holder
@@ -65,11 +65,6 @@ PER_WAREHOUSE_LIMIT: dict[str, Any] = {
     "value": {"applyLimitPerUniqueValue": True},
     "limit": 1,
 }
-_ACTIVE = [
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 _QUEUE_PAGE = 500
 # A project folder that could not be read (another host's path, a bad setting) is retried after.
 _RETRY_UNREADABLE_S = 60.0
@@ -191,7 +186,7 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
             return []  # nothing waits: no probe, no further query
         active: dict[str, list[dg.DagsterRun]] = {}
         for run in instance.get_runs(
-            dg.RunsFilter(statuses=_ACTIVE, tags={TAG_WAREHOUSE: list(queued)})
+            dg.RunsFilter(statuses=IN_PROGRESS, tags={TAG_WAREHOUSE: list(queued)})
         ):
             active.setdefault(run.tags[TAG_WAREHOUSE], []).append(run)
         limits: list[dict[str, Any]] = []
