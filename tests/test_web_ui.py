@@ -162,6 +162,35 @@ class Dev:
         time.sleep(0.5)
         return found if sum(found[0].cpu_times()[:2]) - before < 0.01 else None
 
+    def runs_of_worker(self, pid: int) -> list[dg.DagsterRun]:
+        """The runs a worker process executed (a run records its own process in ``dango/pid``)."""
+        return [r for r in self.instance.get_runs() if r.tags.get("dango/pid") == str(pid)]
+
+    def idle_worker(self) -> psutil.Process:
+        """A pre-started worker seen idle: blocked on its pipe, no CPU time over 3 s.
+
+        Automation may hand the worker a run while it is watched (earlier tests leave marts to
+        rebuild): then it is busy for a good reason, and the next worker is watched instead. A
+        worker that used CPU with no run handed to it fails the test.
+        """
+        for _ in range(4):
+            found = self.wait_for("an idle pre-started worker", self.one_warm_worker, timeout=120)
+            worker = found[0]
+            before = sum(worker.cpu_times()[:2])
+            time.sleep(3)
+            used = sum(worker.cpu_times()[:2]) - before
+            if used < 0.05:
+                return worker
+            # The run's process tags itself once it starts: give it a moment to appear.
+            # No run within 15 s: the worker spent CPU while idle, and the test fails here.
+            self.wait_for(
+                f"a run executed by worker {worker.pid}, which used {used:.2f} s of CPU",
+                lambda pid=worker.pid: self.runs_of_worker(pid),
+                timeout=15,
+            )
+            self.wait_idle()
+        raise AssertionError("automation kept handing every pre-started worker a run")
+
     def reload_location(self) -> None:
         data = self.graphql(
             """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {
@@ -432,11 +461,7 @@ def test_second_run_starts_in_a_pre_started_worker(dev: Dev) -> None:
     assert oldest.tags[TAG_LAUNCH] == "stock"
     assert any("no pre-started worker yet" in m for m in dev.messages(oldest.run_id))
 
-    workers = dev.wait_for("an idle pre-started worker", dev.one_warm_worker, timeout=120)
-    # Idle means blocked on its pipe: no CPU time over 3 s.
-    before = sum(workers[0].cpu_times()[:2])
-    time.sleep(3)
-    assert sum(workers[0].cpu_times()[:2]) - before < 0.05
+    workers = [dev.idle_worker()]
 
     second_id = dev.launch_from_ui(SNAPSHOT)
     second = dev.finished(second_id)
@@ -450,7 +475,7 @@ def test_second_run_starts_in_a_pre_started_worker(dev: Dev) -> None:
     # The idle worker seen above took a run: this one, or one that automation launched in the
     # meantime (the runs of earlier tests leave marts to rebuild), in which case the worker
     # pre-started after it took this one.
-    took = [r for r in dev.instance.get_runs() if r.tags.get("dango/pid") == str(workers[0].pid)]
+    took = dev.runs_of_worker(workers[0].pid)
     assert len(took) == 1 and took[0].tags[TAG_LAUNCH] == "warm", [r.tags for r in took]
     # It ran one run and exited; the next worker is already there.
     dev.wait_for("the worker to exit", lambda: not workers[0].is_running(), timeout=60)
