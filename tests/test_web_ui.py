@@ -158,9 +158,12 @@ class Dev:
         found = self.warm_workers()
         if len(found) != 1:
             return None
-        before = sum(found[0].cpu_times()[:2])
-        time.sleep(0.5)
-        return found if sum(found[0].cpu_times()[:2]) - before < 0.01 else None
+        try:
+            before = sum(found[0].cpu_times()[:2])
+            time.sleep(0.5)
+            return found if sum(found[0].cpu_times()[:2]) - before < 0.01 else None
+        except psutil.NoSuchProcess:  # it took a run and has already exited
+            return None
 
     def runs_of_worker(self, pid: int) -> list[dg.DagsterRun]:
         """The runs a worker process executed (a run records its own process in ``dango/pid``)."""
@@ -171,20 +174,25 @@ class Dev:
 
         Automation may hand the worker a run while it is watched (earlier tests leave marts to
         rebuild): then it is busy for a good reason, and the next worker is watched instead. A
-        worker that used CPU with no run handed to it fails the test.
+        worker that used CPU or exited with no run handed to it fails the test.
         """
         for _ in range(4):
             found = self.wait_for("an idle pre-started worker", self.one_warm_worker, timeout=120)
             worker = found[0]
-            before = sum(worker.cpu_times()[:2])
-            time.sleep(3)
-            used = sum(worker.cpu_times()[:2]) - before
-            if used < 0.05:
-                return worker
+            try:
+                before = sum(worker.cpu_times()[:2])
+                time.sleep(3)
+                used = sum(worker.cpu_times()[:2]) - before
+            except psutil.NoSuchProcess:  # it ran a short run in those 3 s and exited
+                seen = f"worker {worker.pid}, which exited"
+            else:
+                if used < 0.05:
+                    return worker
+                seen = f"worker {worker.pid}, which used {used:.2f} s of CPU"
             # The run's process tags itself once it starts: give it a moment to appear.
-            # No run within 15 s: the worker spent CPU while idle, and the test fails here.
+            # No run within 15 s: the worker spent CPU or exited while idle; the test fails here.
             self.wait_for(
-                f"a run executed by worker {worker.pid}, which used {used:.2f} s of CPU",
+                f"a run executed by {seen}",
                 lambda pid=worker.pid: self.runs_of_worker(pid),
                 timeout=15,
             )
