@@ -38,6 +38,20 @@ def _waiting(project: Path, pids: set[int]) -> set[int]:
     return {s["pid"] for s in list_statuses(state) if s["phase"] == "lock_waiting"} & pids
 
 
+def _not_waiting(project: Path, syncs: list[subprocess.Popen[str]]) -> str:
+    """Why not all syncs wait: each one's phase, and the output of those that ended."""
+    state = load_config(project).state_dir
+    phases = {s["pid"]: s["phase"] for s in list_statuses(state)}
+    lines = ["timed out after 240 s waiting for all six syncs to wait:"]
+    for proc in syncs:
+        if proc.poll() is None:
+            lines.append(f"sync {proc.pid}: running, phase {phases.get(proc.pid)}")
+        else:
+            out, err = proc.communicate()
+            lines.append(f"sync {proc.pid}: exited {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}")
+    return "\n".join(lines)
+
+
 def _cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system
@@ -53,7 +67,10 @@ def test_six_waiting_syncs_behind_a_foreign_holder(tmp_path: Path) -> None:
     syncs = [start_sync(project, "--wait", "300") for _ in range(SYNCS)]
     pids = {p.pid for p in syncs}
     try:
-        wait_until(lambda: _waiting(project, pids) == pids, 240, "all six syncs to wait")
+        try:
+            wait_until(lambda: _waiting(project, pids) == pids, 240, "all six syncs to wait")
+        except AssertionError:
+            raise AssertionError(_not_waiting(project, syncs)) from None
         # CPU of each waiting sync over a few seconds: it blocks (the lock's waiter thread in
         # the kernel, or a 50 ms poll of its source's mutex), it does not spin.
         procs = {pid: psutil.Process(pid) for pid in pids}
