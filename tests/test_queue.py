@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 SYNCS = 6
 HOLD_AT_LEAST_S = 60
+ALL_WAITING_S = 240  # how long the six may take to start and say they wait
 # A generous bound, so the test cannot be flaky on a busy machine: the benchmark measures ~0 %.
 MAX_WAITING_CPU = 0.20
 
@@ -42,7 +43,7 @@ def _not_waiting(project: Path, syncs: list[subprocess.Popen[str]]) -> str:
     """Why not all syncs wait: each one's phase, and the output of those that ended."""
     state = load_config(project).state_dir
     phases = {s["pid"]: s["phase"] for s in list_statuses(state)}
-    lines = ["timed out after 240 s waiting for all six syncs to wait:"]
+    lines = [f"timed out after {ALL_WAITING_S} s waiting for all six syncs to wait:"]
     for proc in syncs:
         if proc.poll() is None:
             lines.append(f"sync {proc.pid}: running, phase {phases.get(proc.pid)}")
@@ -68,7 +69,7 @@ def test_six_waiting_syncs_behind_a_foreign_holder(tmp_path: Path) -> None:
     pids = {p.pid for p in syncs}
     try:
         try:
-            wait_until(lambda: _waiting(project, pids) == pids, 240, "all six syncs to wait")
+            wait_until(lambda: _waiting(project, pids) == pids, ALL_WAITING_S, "all six to wait")
         except AssertionError:
             raise AssertionError(_not_waiting(project, syncs)) from None
         # CPU of each waiting sync over a few seconds: it blocks (the lock's waiter thread in

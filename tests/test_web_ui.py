@@ -469,7 +469,7 @@ def test_second_run_starts_in_a_pre_started_worker(dev: Dev) -> None:
     assert oldest.tags[TAG_LAUNCH] == "stock"
     assert any("no pre-started worker yet" in m for m in dev.messages(oldest.run_id))
 
-    workers = [dev.idle_worker()]
+    worker = dev.idle_worker()
 
     second_id = dev.launch_from_ui(SNAPSHOT)
     second = dev.finished(second_id)
@@ -483,10 +483,10 @@ def test_second_run_starts_in_a_pre_started_worker(dev: Dev) -> None:
     # The idle worker seen above took a run: this one, or one that automation launched in the
     # meantime (the runs of earlier tests leave marts to rebuild), in which case the worker
     # pre-started after it took this one.
-    took = dev.runs_of_worker(workers[0].pid)
+    took = dev.runs_of_worker(worker.pid)
     assert len(took) == 1 and took[0].tags[TAG_LAUNCH] == "warm", [r.tags for r in took]
     # It ran one run and exited; the next worker is already there.
-    dev.wait_for("the worker to exit", lambda: not workers[0].is_running(), timeout=60)
+    dev.wait_for("the worker to exit", lambda: not worker.is_running(), timeout=60)
     dev.wait_for("the next pre-started worker", dev.one_warm_worker, timeout=120)
 
 

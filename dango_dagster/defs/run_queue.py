@@ -212,9 +212,9 @@ class WarehouseRunCoordinator(dg.QueuedRunCoordinator):
                 else:
                     blocker = None
                 if outside and blocker is not None:
-                    since = outside_since.get(run.run_id, time.monotonic())
+                    since = outside_since.get(run.run_id, now)
                     self._outside_since[run.run_id] = since
-                    if self._gave_up(run, warehouse, blocker, time.monotonic() - since):
+                    if self._gave_up(run, warehouse, blocker, now - since):
                         continue
                 self._show(run, blocker)
         return limits
